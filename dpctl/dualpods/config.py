@@ -1,0 +1,27 @@
+"""The controller's configuration, validated once at start (flags and environment)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ControllerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field(min_length=1, description="the namespace of requesters, runners and gpu-map")
+    kubeconfig: str | None = None
+    context: str | None = None
+    sleeper_limit: int = Field(default=2, ge=0, description="sleeping runners kept per GPU")
+    num_workers: int = Field(default=4, ge=1, le=256)
+    verbosity: int = Field(default=2, ge=0, le=10)
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 disables /metrics and health")
+    metrics_host: str = "0.0.0.0"
+    leader_elect: bool = False
+    lease_name: str = "dpctl-controller"
+    lease_duration_s: float = Field(default=15.0, gt=2)
+    renew_deadline_s: float = Field(default=10.0, gt=1)
+    retry_period_s: float = Field(default=2.0, gt=0)
+    identity: str = ""

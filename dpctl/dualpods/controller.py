@@ -1,0 +1,185 @@
+"""Wiring of the dual-pods controller: informers → event handlers → workqueue → reconciler.
+
+Handlers only translate an object change into the keys it may concern and enqueue them; all
+decisions happen in :mod:`dpctl.dualpods.reconcile`, one inference server at a time (the
+workqueue never hands the same key to two workers). Workers start only after every cache has
+synced, so the first decisions see the whole namespace — a controller restart rebuilds all state
+from the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from dpctl import api, log
+from dpctl.dualpods import podview
+from dpctl.dualpods.cache import POD_INDEXERS, CacheView
+from dpctl.dualpods.effects import Effects
+from dpctl.dualpods.keys import Key, RunnerKey, ServerKey
+from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.reconcile import Reconciler, Settings
+from dpctl.informer import Informer, InformerMetrics, kube_lister
+from dpctl.kube import CONFIGMAPS, NODES, PODS, Kube
+from dpctl.workqueue import QueueMetrics, RateLimitingQueue, default_controller_rate_limiter, run_workers
+from dpctl.workqueue.outcome import Outcome
+
+SYNC_WARN_AFTER_S = 30.0
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        effects: Effects,
+        settings: Settings,
+        num_workers: int = 4,
+        watch_nodes: bool = True,
+        queue_metrics: QueueMetrics | None = None,
+        informer_metrics: InformerMetrics | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.num_workers = num_workers
+        self.log = log.get("controller", namespace=namespace)
+        self.pods = Informer(
+            "pods", kube_lister(kube, PODS, namespace), indexers=POD_INDEXERS, metrics=informer_metrics
+        )
+        self.configmaps = Informer(
+            "gpu-map",
+            kube_lister(kube, CONFIGMAPS, namespace, field_selector=f"metadata.name={api.GPU_MAP_NAME}"),
+            metrics=informer_metrics,
+        )
+        self.nodes: Informer | None = (
+            Informer("nodes", kube_lister(kube, NODES), metrics=informer_metrics) if watch_nodes else None
+        )
+        self.cache = CacheView(
+            namespace,
+            self.pods.store,
+            self.nodes.store if self.nodes is not None else _AnyNode(),
+            self.configmaps.store,
+        )
+        self.queue: RateLimitingQueue[Key] = RateLimitingQueue(
+            "dualpods", default_controller_rate_limiter(), metrics=queue_metrics
+        )
+        self.reconciler = Reconciler(self.cache, effects, settings)
+        self.pods.add_handlers(
+            on_add=self._pod_changed, on_update=self._pod_updated, on_delete=self._pod_changed
+        )
+        self.configmaps.add_handlers(
+            on_add=lambda _: self._gpu_map_changed(),
+            on_update=lambda _o, _n: self._gpu_map_changed(),
+            on_delete=lambda _: self._gpu_map_changed(),
+        )
+        if self.nodes is not None:
+            self.nodes.add_handlers(
+                on_add=self._node_changed, on_update=self._node_updated, on_delete=self._node_changed
+            )
+        self.synced = asyncio.Event()
+
+    @property
+    def informers(self) -> list[Informer]:
+        return [i for i in (self.pods, self.configmaps, self.nodes) if i is not None]
+
+    async def run_informers(self) -> None:
+        """Fill and follow the caches until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for informer in self.informers:
+                group.create_task(informer.run(), name=f"informer-{informer.name}")
+
+    async def run_workers(self) -> None:
+        """Once every cache has synced, reconcile until the queue is shut down and drained."""
+        await self._wait_synced()
+        self.synced.set()
+        self.log.info(
+            "Caches synced; starting workers", workers=self.num_workers, pods=len(self.pods.store.keys())
+        )
+        await run_workers(self.queue, self._process, self.num_workers, self.log)
+
+    async def run(self) -> None:
+        """Informers and workers together, until cancelled (tests and single-process use)."""
+        async with asyncio.TaskGroup() as group:
+            informers = group.create_task(self.run_informers())
+            try:
+                await self.run_workers()
+            finally:
+                informers.cancel()
+
+    async def _wait_synced(self) -> None:
+        waits = asyncio.gather(*(i.wait_synced() for i in self.informers))
+        try:
+            await asyncio.wait_for(asyncio.shield(waits), SYNC_WARN_AFTER_S)
+        except TimeoutError:
+            pending = [i.name for i in self.informers if not i.has_synced()]
+            self.log.warning(
+                "Caches have not synced yet; check the controller's RBAC and the API server", pending=pending
+            )
+            await waits
+
+    async def _process(self, key: Key) -> Outcome:
+        return await self.reconciler.reconcile(key)
+
+    # ---- event handlers: translate a change into keys; never decide anything here
+
+    def _enqueue(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.queue.add(key)
+
+    def _pod_changed(self, pod: RawObj) -> None:
+        self._enqueue(_keys_of(pod))
+        if podview.is_runner(pod):
+            self._gpus_may_be_free(pod)
+
+    def _pod_updated(self, old: RawObj, new: RawObj) -> None:
+        self._enqueue(_keys_of(new))
+        old_bound = podview.bound_requester(old) if podview.is_runner(old) else None
+        new_bound = podview.bound_requester(new) if podview.is_runner(new) else None
+        if old_bound is not None and old_bound != new_bound:
+            self.queue.add(ServerKey(old_bound[0]))
+        if podview.is_runner(new) and (
+            (old_bound and not new_bound) or (podview.deleting(new) and not podview.deleting(old))
+        ):
+            self._gpus_may_be_free(new)
+
+    def _gpus_may_be_free(self, runner: RawObj) -> None:
+        """A runner left its GPUs: requesters waiting on that Node may go ahead now."""
+        for requester in self.cache.requesters_on_node(podview.runner_node(runner)):
+            if not self.cache.runners_bound_to(podview.uid(requester)):
+                self.queue.add(ServerKey(podview.uid(requester)))
+
+    def _gpu_map_changed(self) -> None:
+        for pod in self.pods.store.list():
+            if podview.is_requester(pod) and not self.cache.runners_bound_to(podview.uid(pod)):
+                self.queue.add(ServerKey(podview.uid(pod)))
+
+    def _node_changed(self, node: RawObj) -> None:
+        for requester in self.cache.requesters_on_node(podview.name(node)):
+            self.queue.add(ServerKey(podview.uid(requester)))
+
+    def _node_updated(self, old: RawObj, new: RawObj) -> None:
+        if podview.node_unschedulable(old) != podview.node_unschedulable(new) or (
+            podview.deleting(new) != podview.deleting(old)
+        ):
+            self._node_changed(new)
+
+
+def _keys_of(pod: RawObj) -> list[Key]:
+    keys: list[Key] = []
+    if podview.is_requester(pod):
+        keys.append(ServerKey(podview.uid(pod)))
+    if podview.is_runner(pod):
+        bound = podview.bound_requester(pod)
+        keys.append(ServerKey(bound[0]) if bound else RunnerKey(podview.uid(pod)))
+    return keys
+
+
+class _AnyNode:
+    """Stands in for the Node cache when the controller may not read Nodes (no ClusterRole).
+
+    Every Node then looks present and schedulable: cordons and departing Nodes go unnoticed,
+    which the controller says once at start.
+    """
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return {"metadata": {"name": key}, "spec": {}}

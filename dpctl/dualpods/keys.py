@@ -1,0 +1,28 @@
+"""Work-queue keys of the dual-pods controller.
+
+One inference server is identified by its requester's UID, never by a name: a ReplicaSet can
+recreate a requester with the same name, and the old one's runner must not be mistaken for the
+new one's. Unbound runners get their own key for housekeeping (a sleeper whose server restarted
+comes back awake and must be put back to sleep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """An inference server: the requester's UID (its name only for logs)."""
+
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerKey:
+    """An unbound runner, by UID."""
+
+    uid: str
+
+
+Key = ServerKey | RunnerKey

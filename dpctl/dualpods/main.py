@@ -1,0 +1,241 @@
+"""``dpctl controller``: flags, start-up checks, and the process lifecycle of the controller.
+
+Start-up fails fast with a sentence a user can act on (no namespace, no credentials, API server
+unreachable, no permission to list Pods) and a non-zero exit. Without permission to read Nodes
+it runs, says so once, and cannot notice cordoned or departing Nodes. SIGTERM stops the workers
+after their current item, hands the leader Lease over, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable
+
+import uvloop
+from pydantic import ValidationError
+
+from dpctl import log
+from dpctl.clients.http import HttpClient
+from dpctl.clients.inference import InferenceClient
+from dpctl.clients.requester import RequesterClient
+from dpctl.dualpods.config import ControllerConfig
+from dpctl.dualpods.controller import Controller
+from dpctl.dualpods.kubeeffects import KubeEffects
+from dpctl.dualpods.metrics import DualPodsMetrics
+from dpctl.dualpods.reconcile import Settings
+from dpctl.events import EventRecorder
+from dpctl.kube import NODES, PODS, ApiError, Kube
+from dpctl.leaderelection import LeaderElector, LeaseSettings
+from dpctl.metrics import HealthServer, Metrics
+
+# A watch that has said nothing for this long (bookmarks arrive about every minute) is stuck.
+STALE_INFORMER_S = 600.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        help="namespace to manage (default $POD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)"
+    )
+    p.add_argument("--context", default=None, help="kubeconfig context")
+    p.add_argument("--sleeper-limit", type=int, default=2, help="sleeping runners kept per GPU (default 2)")
+    p.add_argument("--num-workers", type=int, default=4, help="inference servers reconciled concurrently")
+    p.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity like klog's -v (default 2)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--metrics-port", type=int, default=8002, help="port of /metrics, /healthz, /readyz (0 = off)"
+    )
+    p.add_argument("--leader-elect", action="store_true", help="coordinate replicas through a Lease")
+    p.add_argument("--lease-name", default="dpctl-controller")
+    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
+    p.add_argument("--renew-deadline", type=float, default=10.0, help="seconds")
+    p.add_argument("--retry-period", type=float, default=2.0, help="seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = ControllerConfig(
+            namespace=args.namespace,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            sleeper_limit=args.sleeper_limit,
+            num_workers=args.num_workers,
+            verbosity=args.verbosity,
+            log_format=args.log_format,
+            metrics_port=args.metrics_port,
+            metrics_host=os.environ.get("DPCTL_LISTEN_HOST", "0.0.0.0"),
+            leader_elect=args.leader_elect,
+            lease_name=args.lease_name,
+            lease_duration_s=args.lease_duration,
+            renew_deadline_s=args.renew_deadline,
+            retry_period_s=args.retry_period,
+            identity=f"{socket.gethostname()}_{os.getpid()}",
+        )
+    except ValidationError as err:
+        for e in err.errors():
+            field = ".".join(str(x) for x in e["loc"]).replace("_", "-")
+            hint = " (use -n/--namespace or $POD_NAMESPACE)" if field == "namespace" else ""
+            print(f"dpctl controller: --{field}: {e['msg']}{hint}", file=sys.stderr)
+        return 2
+    log.setup(cfg.verbosity, cfg.log_format)
+    return uvloop.run(_main(cfg))
+
+
+async def _connect(cfg: ControllerConfig, metrics: Metrics) -> tuple[Kube, bool]:
+    """Credentials, reachability and permissions; raises SystemExit(1) with the reason."""
+    logger = log.get("controller")
+    try:
+        kube = await Kube.connect(cfg.kubeconfig, cfg.context, observer=metrics.observe_api)
+    except Exception as err:  # any loader failure means the same thing to the user
+        logger.error("Cannot load Kubernetes credentials", error=str(err))
+        raise SystemExit(1) from None
+    try:
+        version = await kube.request_json("GET", "/version", timeout=10)
+        await kube.list_page(PODS, cfg.namespace, limit=1)
+    except ApiError as err:
+        await kube.close()
+        what = "list Pods in namespace " + cfg.namespace if err.forbidden else "reach the API server"
+        logger.error(f"Cannot {what}", server=kube.host, error=str(err))
+        raise SystemExit(1) from None
+    except (OSError, TimeoutError) as err:
+        await kube.close()
+        logger.error("Cannot reach the API server", server=kube.host, error=repr(err))
+        raise SystemExit(1) from None
+    watch_nodes = True
+    try:
+        await kube.list_page(NODES, limit=1)
+    except ApiError as err:
+        if not err.forbidden:
+            raise
+        watch_nodes = False
+        logger.warning(
+            "Cannot read Nodes (bind a ClusterRole for nodes get/list/watch, e.g. the chart's NodeViewClusterRole); "
+            "cordoned and departing Nodes will not be noticed"
+        )
+    logger.info("Connected", server=kube.host, version=version.get("gitVersion"), namespace=cfg.namespace)
+    return kube, watch_nodes
+
+
+async def _main(cfg: ControllerConfig) -> int:
+    logger = log.get("controller")
+    metrics = Metrics()
+    try:
+        kube, watch_nodes = await _connect(cfg, metrics)
+    except SystemExit as exit_:
+        return int(exit_.code or 1)
+    http = HttpClient(observer=metrics.observe_http)
+    events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
+    controller_ref: list[Controller] = []
+    telemetry = DualPodsMetrics(
+        metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
+    )
+    effects = KubeEffects(
+        kube, cfg.namespace, RequesterClient(http), InferenceClient(http), events, telemetry
+    )
+    controller = Controller(
+        kube,
+        cfg.namespace,
+        effects,
+        Settings(sleeper_limit=cfg.sleeper_limit),
+        num_workers=cfg.num_workers,
+        watch_nodes=watch_nodes,
+        queue_metrics=metrics,
+        informer_metrics=metrics,
+    )
+    controller_ref.append(controller)
+    elector = (
+        LeaderElector(
+            kube,
+            LeaseSettings(
+                cfg.lease_name,
+                cfg.namespace,
+                cfg.identity,
+                cfg.lease_duration_s,
+                cfg.renew_deadline_s,
+                cfg.retry_period_s,
+            ),
+        )
+        if cfg.leader_elect
+        else None
+    )
+    health = HealthServer(metrics, alive=lambda: _alive(controller), ready=lambda: _ready(controller))
+    if cfg.metrics_port:
+        port = await health.start(cfg.metrics_host, cfg.metrics_port)
+        logger.info("Serving /metrics, /healthz and /readyz", port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    background = [
+        asyncio.create_task(events.run(), name="events"),
+        asyncio.create_task(controller.run_informers(), name="informers"),
+    ]
+    code = 0
+    try:
+        if elector is not None:
+            background.append(asyncio.create_task(elector.run(), name="leader-election"))
+            logger.info("Waiting to become leader", lease=cfg.lease_name, identity=cfg.identity)
+            await _first(stop.wait(), elector.leading.wait())
+        if not stop.is_set():
+            workers = asyncio.create_task(controller.run_workers(), name="workers")
+            lost = elector.lost.wait() if elector is not None else asyncio.Event().wait()
+            await _first(stop.wait(), lost, workers)
+            if elector is not None and elector.lost.is_set():
+                code = 1  # restarted by the kubelet, it comes back as a standby
+            logger.info("Shutting down")
+            controller.queue.shut_down()
+            await _bounded(workers, 30.0)
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await health.stop()
+        await http.close()
+        await kube.close()
+    return code
+
+
+async def _first(*aws: Awaitable[object]) -> None:
+    """Wait until one finishes; cancel the others (tasks handed in are left running)."""
+    futures = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f, a in zip(futures, aws, strict=True):
+            if f is not a:
+                f.cancel()
+
+
+async def _bounded(task: asyncio.Task[None], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        task.cancel()
+    except Exception as err:  # a crashed worker set must not hide the shutdown
+        log.get("controller").error("Workers ended with an error", error=repr(err))
+
+
+def _alive(controller: Controller) -> str:
+    now = time.monotonic()
+    for informer in controller.informers:
+        if informer.has_synced() and now - informer.last_event_monotonic > STALE_INFORMER_S:
+            return (
+                f"informer {informer.name} has seen nothing for {int(now - informer.last_event_monotonic)} s"
+            )
+    return ""
+
+
+def _ready(controller: Controller) -> str:
+    pending = [i.name for i in controller.informers if not i.has_synced()]
+    return f"caches not synced: {', '.join(pending)}" if pending else ""

@@ -1,0 +1,92 @@
+"""Prometheus series of the dual-pods logic: actuations, binds, wakes, sleeps, evictions, errors.
+
+The actuation histogram measures, per path, the time from the requester's container starting
+to its readiness being relayed — what the user waits for. ``cold`` means a new runner was
+created, ``hot`` that a sleeping one was woken. The population gauges are computed from the
+informer cache when scraped, so they can never drift from the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from dpctl.dualpods import podview
+from dpctl.dualpods.podview import RawObj
+
+ACTUATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 960)
+
+
+class DualPodsMetrics:
+    """Implements :class:`dpctl.dualpods.telemetry.Telemetry`."""
+
+    def __init__(self, registry: CollectorRegistry, pods: Callable[[], Iterable[RawObj]]) -> None:
+        r = registry
+        self.actuation = Histogram(
+            "dpctl_actuation_seconds",
+            "From the requester's container running to its readiness relayed",
+            ["path"],
+            buckets=ACTUATION_BUCKETS,
+            registry=r,
+        )
+        self.counters = {
+            "bind": Counter("dpctl_binds", "Sleeping runners bound to a requester", registry=r),
+            "wake": Counter("dpctl_wakes", "Inference servers woken", registry=r),
+            "sleep": Counter("dpctl_sleeps", "Inference servers put to sleep", registry=r),
+            "eviction": Counter(
+                "dpctl_sleeper_evictions", "Sleepers deleted to respect the sleeper limit", registry=r
+            ),
+        }
+        self.runner_deletions = Counter(
+            "dpctl_runner_deletions", "Runners deleted, by reason", ["reason"], registry=r
+        )
+        self.status_errors = Counter(
+            "dpctl_status_errors", "Status errors set on requesters, by reason", ["reason"], registry=r
+        )
+        r.register(_Population(pods))
+
+    def count(self, what: str, reason: str = "") -> None:
+        if what == "runner_deleted":
+            self.runner_deletions.labels(reason or "unknown").inc()
+        elif what == "status_error":
+            self.status_errors.labels(reason or "unknown").inc()
+        elif what in self.counters:
+            self.counters[what].inc()
+
+    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
+        started = podview.container_started_at(requester)
+        if not started:
+            return
+        try:
+            t0 = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        self.actuation.labels(path).observe(max(0.0, (dt.datetime.now(dt.UTC) - t0).total_seconds()))
+
+
+class _Population(Collector):
+    def __init__(self, pods: Callable[[], Iterable[RawObj]]) -> None:
+        self.pods = pods
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        requesters = bound = sleeping = 0
+        for pod in self.pods():
+            if podview.is_requester(pod):
+                requesters += 1
+            elif podview.is_runner(pod):
+                if podview.bound_requester(pod) is None:
+                    sleeping += 1
+                else:
+                    bound += 1
+        yield GaugeMetricFamily("dpctl_requesters", "Server-requesting Pods", value=requesters)
+        yield GaugeMetricFamily(
+            "dpctl_runners_bound", "Server-running Pods bound to a requester", value=bound
+        )
+        yield GaugeMetricFamily(
+            "dpctl_runners_sleeping", "Unbound (sleeping) server-running Pods", value=sleeping
+        )

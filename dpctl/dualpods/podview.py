@@ -1,0 +1,197 @@
+"""Read-only views of the raw Pod and Node dicts the informers hold, in dual-pods terms.
+
+Everything here is a pure function of one object: is it a requester or a runner, whom is a
+runner bound to, which GPUs and port does it use, is its inference-server container running or
+ready. Keeping these in one place means the reconcile flow reads like the contract rather than
+like dict plumbing. Nothing here mutates its input.
+"""
+
+
+from collections.abc import Mapping
+from typing import Any
+
+from dpctl import api
+
+RawObj = Mapping[str, Any]
+
+
+def meta(obj: RawObj) -> Mapping[str, Any]:
+    m = obj.get("metadata")
+    return m if isinstance(m, Mapping) else {}
+
+
+def name(obj: RawObj) -> str:
+    return str(meta(obj).get("name", ""))
+
+
+def uid(obj: RawObj) -> str:
+    return str(meta(obj).get("uid", ""))
+
+
+def annotations(obj: RawObj) -> Mapping[str, str]:
+    a = meta(obj).get("annotations")
+    return a if isinstance(a, Mapping) else {}
+
+
+def labels(obj: RawObj) -> Mapping[str, str]:
+    a = meta(obj).get("labels")
+    return a if isinstance(a, Mapping) else {}
+
+
+def finalizers(obj: RawObj) -> list[str]:
+    f = meta(obj).get("finalizers")
+    return [str(x) for x in f] if isinstance(f, list) else []
+
+
+def deleting(obj: RawObj) -> bool:
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
+def is_requester(pod: RawObj) -> bool:
+    return api.SERVER_PATCH_ANNOTATION in annotations(pod)
+
+
+def is_runner(pod: RawObj) -> bool:
+    return api.NOMINAL_ANNOTATION in annotations(pod)
+
+
+def bound_requester(runner: RawObj) -> tuple[str, str] | None:
+    """(UID, name) of the requester a runner is bound to, or None when unbound."""
+    value = annotations(runner).get(api.REQUESTER_ANNOTATION)
+    if not value:
+        return None
+    req_uid, _, req_name = value.partition(" ")
+    return req_uid, req_name
+
+
+def nominal_hash(runner: RawObj) -> str:
+    return annotations(runner).get(api.NOMINAL_ANNOTATION, "")
+
+
+def spec(pod: RawObj) -> Mapping[str, Any]:
+    s = pod.get("spec")
+    return s if isinstance(s, Mapping) else {}
+
+
+def status(obj: RawObj) -> Mapping[str, Any]:
+    s = obj.get("status")
+    return s if isinstance(s, Mapping) else {}
+
+
+def node_name(pod: RawObj) -> str:
+    return str(spec(pod).get("nodeName") or "")
+
+
+def runner_node(runner: RawObj) -> str:
+    """The Node a runner is pinned to (its nodeSelector), known before it is scheduled."""
+    selector = spec(runner).get("nodeSelector")
+    if isinstance(selector, Mapping) and selector.get(api.HOSTNAME_LABEL):
+        return str(selector[api.HOSTNAME_LABEL])
+    return node_name(runner)
+
+
+def pod_ip(pod: RawObj) -> str:
+    return str(status(pod).get("podIP") or "")
+
+
+def _container(pod: RawObj, container: str) -> Mapping[str, Any] | None:
+    for c in spec(pod).get("containers") or []:
+        if isinstance(c, Mapping) and c.get("name") == container:
+            return c
+    return None
+
+
+def container_status(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> Mapping[str, Any]:
+    for cs in status(pod).get("containerStatuses") or []:
+        if isinstance(cs, Mapping) and cs.get("name") == container:
+            return cs
+    return {}
+
+
+def container_running(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
+    state = container_status(pod, container).get("state")
+    return isinstance(state, Mapping) and "running" in state
+
+
+def container_ready(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
+    return bool(container_status(pod, container).get("ready"))
+
+
+def container_started_at(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> str:
+    state = container_status(pod, container).get("state")
+    if isinstance(state, Mapping) and isinstance(state.get("running"), Mapping):
+        return str(state["running"].get("startedAt") or "")
+    return ""
+
+
+def restart_count(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> int:
+    value = container_status(pod, container).get("restartCount")
+    return value if isinstance(value, int) else 0
+
+
+def pod_ready(pod: RawObj) -> bool:
+    for cond in status(pod).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def in_trouble(runner: RawObj) -> bool:
+    """Restarted and not ready: a crash-looping or wedged inference server (contract §5)."""
+    return restart_count(runner) > 0 and not pod_ready(runner)
+
+
+def server_port(runner: RawObj) -> int | None:
+    """The inference server's port: its readiness probe's httpGet port (an int, or ``http``)."""
+    container = _container(runner, api.INFERENCE_SERVER_CONTAINER)
+    probe = container.get("readinessProbe") if container else None
+    http_get = probe.get("httpGet") if isinstance(probe, Mapping) else None
+    port = http_get.get("port") if isinstance(http_get, Mapping) else None
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return port
+    if port in ("http", "HTTP"):
+        return 80
+    return None
+
+
+def gpu_indices(runner: RawObj) -> list[int]:
+    """The GPU indices a runner was pointed at (its inference-server's ``CUDA_VISIBLE_DEVICES``)."""
+    container = _container(runner, api.INFERENCE_SERVER_CONTAINER)
+    for env in (container or {}).get("env") or []:
+        if isinstance(env, Mapping) and env.get("name") == "CUDA_VISIBLE_DEVICES":
+            try:
+                return [int(part) for part in str(env.get("value") or "").split(",") if part.strip()]
+            except ValueError:
+                return []
+    return []
+
+
+def admin_port(requester: RawObj) -> int:
+    """The requester's SPI port from its annotation; raises ValueError with a user-facing reason."""
+    raw = annotations(requester).get(api.ADMIN_PORT_ANNOTATION)
+    if raw is None or raw == "":
+        return api.DEFAULT_ADMIN_PORT
+    try:
+        port = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"annotation {api.ADMIN_PORT_ANNOTATION}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"annotation {api.ADMIN_PORT_ANNOTATION}={raw!r} is out of range (1-65535)")
+    return port
+
+
+def manager_time(pod: RawObj, manager: str = api.FIELD_MANAGER) -> str:
+    """When ``manager`` last changed the object (RFC 3339), else its creation time.
+
+    This is the "last used" clock of the sleeper-limit LRU: the controller writes a runner each
+    time it binds or unbinds it.
+    """
+    latest = ""
+    for entry in meta(pod).get("managedFields") or []:
+        if isinstance(entry, Mapping) and entry.get("manager") == manager:
+            latest = max(latest, str(entry.get("time") or ""))
+    return latest or str(meta(pod).get("creationTimestamp") or "")
+
+
+def node_unschedulable(node: RawObj) -> bool:
+    return bool(spec(node).get("unschedulable"))

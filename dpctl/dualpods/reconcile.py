@@ -1,0 +1,585 @@
+"""The reconcile decision for one inference server, readable top to bottom like contract §5.
+
+:meth:`Reconciler.server` is the whole decision; each branch is a named step below it. The
+reconciler reads only the informer caches (through :class:`Cache`) and acts only through
+:class:`~dpctl.dualpods.effects.Effects`, so tests drive it with plain dicts and a recorder.
+
+Ordering rules that keep contract invariant 1 (never two awake servers on one GPU):
+- bind (annotate) before waking, sleep before unbinding, create runners already bound;
+- no runner is created or woken on a GPU while a runner bound to another requester is there;
+- a runner is marked ``sleeping=false`` only after ``/wake_up`` succeeded, and ``sleeping=true``
+  before ``/sleep``, so label-selected routing never reaches a sleeping server.
+
+User mistakes (bad server-patch, admin-port, gpu-map) become the status annotation and an Event,
+and wait for the object to change; transient failures (HTTP, API) retry with backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dpctl import api, log
+from dpctl.api import LogMsg
+from dpctl.clients.http import HttpCallError
+from dpctl.clients.inference import SleepModeUnavailable
+from dpctl.dualpods import gpumap, podview, sleepers
+from dpctl.dualpods.effects import Effects
+from dpctl.dualpods.keys import RunnerKey, ServerKey
+from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.state import RunnerState, ServerState, instance
+from dpctl.kube import ApiError
+from dpctl.podbuild.nominal import BuildError, Runner, build_runner, fallback_runner_name
+from dpctl.workqueue.outcome import Done, Outcome, RequeueAfter, Retry
+
+DONE = Done()
+
+# How often to look again while something we cannot watch settles: a GPU still held by a
+# departing server, or sleeper-limit victims still terminating.
+SETTLE_POLL_S = 0.5
+# Consecutive failures of /sleep (on unbind) or /wake_up (bound) before the runner is deleted
+# instead: a wedged server must not hold a GPU or a requester forever.
+MAX_SLEEP_FAILURES = 3
+MAX_WAKE_FAILURES = 3
+
+
+class Cache(Protocol):
+    """The informers' view, as the reconciler needs it."""
+
+    def pod_by_uid(self, uid: str) -> RawObj | None: ...
+    def pod(self, name: str) -> RawObj | None: ...
+    def runners_bound_to(self, requester_uid: str) -> Sequence[RawObj]: ...
+    def runners_with_nominal(self, nominal: str) -> Sequence[RawObj]: ...
+    def runners_on_gpu(self, node: str, index: int) -> Sequence[RawObj]: ...
+    def node(self, name: str) -> RawObj | None: ...
+    def gpu_map(self) -> gpumap.GpuMap | None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    sleeper_limit: int = 2
+
+
+class Reconciler:
+    def __init__(self, cache: Cache, effects: Effects, settings: Settings) -> None:
+        self.cache = cache
+        self.fx = effects
+        self.settings = settings
+        self.servers: dict[str, ServerState] = {}
+        self.runners: dict[str, RunnerState] = {}
+        self.log = log.get("dualpods")
+
+    async def reconcile(self, key: ServerKey | RunnerKey) -> Outcome:
+        if isinstance(key, ServerKey):
+            return await self.server(key.uid)
+        return await self.unbound_runner(key.uid)
+
+    # ------------------------------------------------------------------ the decision
+
+    async def server(self, uid: str) -> Outcome:
+        requester = self.cache.pod_by_uid(uid)
+        runner = await self._the_runner(uid)
+        if requester is None and runner is None:
+            return self._end_of_life(uid)
+        st = self.servers.setdefault(uid, ServerState())
+        if runner is not None and podview.deleting(runner):
+            return await self._reflect_runner_deletion(st, requester, runner)
+        if requester is None or podview.deleting(requester):
+            return await self._release(st, requester, runner)
+        node_name = podview.node_name(requester)
+        node = self.cache.node(node_name) if node_name else None
+        if node is None or podview.deleting(node):
+            return DONE  # not scheduled yet, or its Node is absent or departing
+        if runner is not None:
+            return await self._serve_bound(st, requester, runner)
+        if podview.node_unschedulable(node):
+            return await self._delete_requester_on_cordoned_node(st, requester)
+        return await self._actuate(st, requester, node_name)
+
+    # ------------------------------------------------------------------ steps
+
+    def _end_of_life(self, uid: str) -> Outcome:
+        self.servers.pop(uid, None)
+        self.log.info(LogMsg.END_OF_LIFE, requesterUID=uid)
+        return DONE
+
+    async def _the_runner(self, uid: str) -> RawObj | None:
+        """The runner bound to ``uid``; duplicates (which a lost race could make) are deleted."""
+        runners = sorted(
+            self.cache.runners_bound_to(uid),
+            key=lambda r: (str(podview.meta(r).get("creationTimestamp", "")), podview.name(r)),
+        )
+        for extra in runners[1:]:
+            if not podview.deleting(extra):
+                self.log.warning("Deleting duplicate server-running Pod", runner=podview.name(extra))
+                await self._delete_runner(extra, "duplicate")
+        return runners[0] if runners else None
+
+    async def _reflect_runner_deletion(
+        self, st: ServerState, requester: RawObj | None, runner: RawObj
+    ) -> Outcome:
+        """Someone deletes the runner: the requester goes too, then the runner is let go."""
+        if requester is not None and not podview.deleting(requester) and not st.requester_delete_requested:
+            await self.fx.delete_pod(podview.name(requester), podview.uid(requester))
+            st.requester_delete_requested = True
+            self.log.info(
+                "Requested deletion of server-requesting Pod because of deletion of server-running Pod",
+                requester=podview.name(requester),
+                runner=podview.name(runner),
+            )
+            self.fx.event(
+                requester,
+                "Normal",
+                "RunnerDeleted",
+                f"server-running Pod {podview.name(runner)} is being deleted, so this Pod is deleted too",
+            )
+        await self._drop_runner_finalizer(runner)
+        if requester is not None and not self._runner_still_serving(runner):
+            await self._set_requester_finalizer(requester, present=False)
+        return DONE
+
+    async def _release(self, st: ServerState, requester: RawObj | None, runner: RawObj | None) -> Outcome:
+        """The requester is gone or going: unbind its runner (sleep it, or delete it), then let go."""
+        if runner is not None:
+            outcome = await self._unbind(st, runner)
+            if outcome is not DONE:
+                return outcome
+        if requester is not None:
+            await self._set_requester_finalizer(requester, present=False)
+        return DONE
+
+    async def _unbind(self, st: ServerState, runner: RawObj) -> Outcome:
+        reason = self._cannot_sleep_reason(runner)
+        if reason:
+            await self._delete_runner(runner, reason)
+            return DONE
+        host, port = podview.pod_ip(runner), podview.server_port(runner) or 0
+        if podview.labels(runner).get(api.SLEEPING_LABEL) != "true":
+            # Routing that selects on sleeping=false stops before the server stops serving.
+            await self.fx.patch_pod(
+                podview.name(runner), {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
+            )
+        try:
+            await self.fx.sleep(host, port)
+        except SleepModeUnavailable:
+            await self._delete_runner(runner, "no-sleep-mode")
+            return DONE
+        except HttpCallError as err:
+            st.sleep_failures += 1
+            if st.sleep_failures >= MAX_SLEEP_FAILURES:
+                await self._delete_runner(runner, "sleep-failed")
+                return DONE
+            return Retry(f"putting {podview.name(runner)} to sleep: {err}")
+        self.fx.count("sleep")
+        self.log.info(LogMsg.SLEPT, runner=podview.name(runner))
+        self.runners[podview.uid(runner)] = RunnerState(asleep_instance=instance(runner))
+        await self.fx.patch_pod(
+            podview.name(runner),
+            {
+                "metadata": {
+                    "annotations": {api.REQUESTER_ANNOTATION: None},
+                    "labels": {api.DUAL_LABEL: None},
+                    "$deleteFromPrimitiveList/finalizers": [api.RUNNER_FINALIZER],
+                }
+            },
+        )
+        self.log.info(LogMsg.UNBOUND_RUNNER, runner=podview.name(runner))
+        self.fx.event(runner, "Normal", "Unbound", "inference server put to sleep and unbound")
+        return DONE
+
+    def _cannot_sleep_reason(self, runner: RawObj) -> str:
+        node = self.cache.node(podview.runner_node(runner))
+        if node is None or podview.deleting(node):
+            return "node-gone"
+        if podview.in_trouble(runner):
+            return "in-trouble"
+        if (
+            not podview.container_running(runner)
+            or not podview.pod_ip(runner)
+            or podview.server_port(runner) is None
+        ):
+            return "not-running"
+        return ""
+
+    async def _serve_bound(self, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:
+        """Keep a bound pair right: runner awake, requester state current, readiness relayed."""
+        errors: list[str] = []
+        if podview.in_trouble(runner):
+            errors.append(
+                f"the inference server in {podview.name(runner)} has restarted "
+                f"{podview.restart_count(runner)} times and is not ready; see its log"
+            )
+        outcome = await self._ensure_awake(st, runner, errors)
+        await self._ensure_requester_state(st, requester, runner, errors)
+        if outcome is not DONE:
+            return outcome
+        return await self._relay_readiness(st, requester, runner)
+
+    async def _ensure_awake(self, st: ServerState, runner: RawObj, errors: list[str]) -> Outcome:
+        if not st.knows_awake(runner):
+            if not (podview.pod_ready(runner) and podview.pod_ip(runner)):
+                return DONE  # its Ready condition will change; ask then
+            host, port = podview.pod_ip(runner), podview.server_port(runner) or 0
+            try:
+                asleep = await self.fx.is_sleeping(host, port)
+                if asleep:
+                    await self.fx.wake(host, port)
+                    self.fx.count("wake")
+                    self.log.info(LogMsg.WOKE, runner=podview.name(runner))
+            except SleepModeUnavailable:
+                asleep = False  # a server without sleep mode is never asleep
+            except HttpCallError as err:
+                st.wake_failures += 1
+                errors.append(f"cannot wake the inference server in {podview.name(runner)}: {err}")
+                if st.wake_failures >= MAX_WAKE_FAILURES:
+                    await self._delete_runner(runner, "wake-failed")
+                    return DONE
+                return Retry(str(err))
+            st.wake_failures = 0
+            st.awake_instance = instance(runner)
+        if podview.labels(runner).get(api.SLEEPING_LABEL) != "false":
+            await self.fx.patch_pod(
+                podview.name(runner), {"metadata": {"labels": {api.SLEEPING_LABEL: "false"}}}
+            )
+        return DONE
+
+    async def _relay_readiness(self, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:
+        """Whenever the runner's Ready differs from what the requester shows, tell the stub."""
+        want = podview.pod_ready(runner) and st.knows_awake(runner)
+        if want == podview.container_ready(requester) or st.already_relayed(want, requester):
+            return DONE
+        host = podview.pod_ip(requester)
+        try:
+            port = podview.admin_port(requester)
+            await self.fx.relay(host, port, want)
+        except (ValueError, HttpCallError) as err:
+            return Retry(f"relaying readiness to {podview.name(requester)}: {err}")
+        st.relayed = (want, instance(requester))
+        self.log.info(
+            LogMsg.RELAYED_READINESS,
+            requester=podview.name(requester),
+            runner=podview.name(runner),
+            ready=want,
+        )
+        if want and not st.actuation_observed and st.actuation_path in ("cold", "hot"):
+            st.actuation_observed = True
+            self.fx.actuated("cold" if st.actuation_path == "cold" else "hot", requester)
+        return DONE
+
+    async def _delete_requester_on_cordoned_node(self, st: ServerState, requester: RawObj) -> Outcome:
+        if not st.requester_delete_requested:
+            await self.fx.delete_pod(podview.name(requester), podview.uid(requester))
+            st.requester_delete_requested = True
+            self.log.info(
+                "Deleting server-requesting Pod because it is bound to an unschedulable Node and has no server-running Pod",
+                requester=podview.name(requester),
+                node=podview.node_name(requester),
+            )
+        return DONE
+
+    async def _actuate(self, st: ServerState, requester: RawObj, node: str) -> Outcome:
+        """Give an unbound requester a server: wake a matching sleeper, or create a runner."""
+        name = podview.name(requester)
+        try:
+            admin_port = podview.admin_port(requester)
+        except ValueError as err:
+            return await self._user_error(st, requester, "BadAdminPort", str(err))
+        if not podview.pod_ip(requester) or not podview.container_running(requester):
+            return DONE  # the stub is not up yet; its status change will bring us back
+        uuids = st.known_gpus(requester)
+        if not uuids:
+            try:
+                uuids = tuple(await self.fx.query_gpus(podview.pod_ip(requester), admin_port))
+            except HttpCallError as err:
+                await self._ensure_requester_state(
+                    st, requester, None, [f"cannot get the GPUs from the requester: {err}"]
+                )
+                return Retry(f"querying GPUs of {name}: {err}")
+            st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)
+            self.log.info(LogMsg.FOUND_GPUS, requester=name, node=node, gpuUUIDs=list(uuids))
+        try:
+            indices = gpumap.indices_for(self.cache.gpu_map(), node, uuids)
+            built = build_runner(requester, node, indices, uuids)
+        except (gpumap.GpuMapError, BuildError) as err:
+            reason = "GpuMap" if isinstance(err, gpumap.GpuMapError) else "BadServerPatch"
+            return await self._user_error(st, requester, reason, str(err))
+        busy = self._gpus_held_by_others(requester, node, indices)
+        if busy:
+            return RequeueAfter(SETTLE_POLL_S, f"GPUs {busy} still held by another inference server")
+        sleeper = self._matching_sleeper(built.nominal_hash)
+        if sleeper is not None:
+            return await self._bind(st, requester, sleeper, built)
+        waiting = await self._make_room(node, indices)
+        if waiting:
+            return RequeueAfter(SETTLE_POLL_S, f"waiting for {waiting} sleeping runner(s) to go")
+        return await self._create(st, requester, built)
+
+    async def _user_error(self, st: ServerState, requester: RawObj, reason: str, message: str) -> Outcome:
+        self.fx.count("status_error", reason)
+        if message not in self._status_errors(requester):
+            self.log.warning(
+                "Server-requesting Pod cannot be served", requester=podview.name(requester), reason=message
+            )
+            self.fx.event(requester, "Warning", reason, message)
+        await self._ensure_requester_state(st, requester, None, [message])
+        return DONE  # retried when the requester, the gpu-map or its Node changes
+
+    def _gpus_held_by_others(self, requester: RawObj, node: str, indices: Sequence[int]) -> list[int]:
+        uid = podview.uid(requester)
+        held = []
+        for index in indices:
+            for runner in self.cache.runners_on_gpu(node, index):
+                bound = podview.bound_requester(runner)
+                if bound is not None and bound[0] != uid:
+                    held.append(index)
+                    break
+        return held
+
+    def _matching_sleeper(self, nominal: str) -> RawObj | None:
+        """A sleeping runner built from the same definition on the same GPUs, most recently used first."""
+        candidates = [
+            r
+            for r in self.cache.runners_with_nominal(nominal)
+            if sleepers.is_sleeper(r) and podview.container_running(r) and not podview.in_trouble(r)
+        ]
+        candidates.sort(key=lambda r: (podview.manager_time(r), podview.name(r)), reverse=True)
+        return candidates[0] if candidates else None
+
+    async def _make_room(self, node: str, indices: Sequence[int]) -> int:
+        """Enforce the sleeper limit on each GPU; the number of runners still going away there."""
+        going = 0
+        deleted: set[str] = set()
+        for index in indices:
+            on_gpu = self.cache.runners_on_gpu(node, index)
+            for victim in sleepers.victims(on_gpu, self.settings.sleeper_limit):
+                if podview.uid(victim) in deleted:
+                    continue  # a multi-GPU sleeper counts on each of its GPUs
+                deleted.add(podview.uid(victim))
+                await self.fx.delete_pod(
+                    podview.name(victim),
+                    podview.uid(victim),
+                    str(podview.meta(victim).get("resourceVersion") or "") or None,
+                )
+                self.fx.count("eviction")
+                self.fx.count("runner_deleted", "sleeper-limit")
+                self.log.info(LogMsg.SLEEPER_LIMIT_DELETE, runner=podview.name(victim), node=node, gpu=index)
+                self.fx.event(
+                    victim,
+                    "Normal",
+                    "SleeperEvicted",
+                    f"deleted to keep at most {self.settings.sleeper_limit} sleeping servers on GPU {index} of {node}",
+                )
+                going += 1
+            # Its process must exit (freeing GPU memory) before a new server starts there.
+            going += sum(1 for r in on_gpu if podview.deleting(r))
+        return going
+
+    async def _bind(self, st: ServerState, requester: RawObj, sleeper: RawObj, built: Runner) -> Outcome:
+        name, runner_name = podview.name(requester), podview.name(sleeper)
+        try:
+            bound = await self.fx.patch_pod(runner_name, _binding_patch(requester, built, sleeper))
+        except ApiError as err:
+            if err.conflict or err.not_found:
+                return Retry(f"sleeper {runner_name} changed while binding: {err.message}")
+            raise
+        self.fx.count("bind")
+        st.actuation_path = "hot"
+        self.log.info(LogMsg.BOUND_RUNNER, requester=name, runner=runner_name)
+        try:
+            await self.fx.wake(podview.pod_ip(sleeper), built.server_port)
+        except HttpCallError as err:
+            # Bound now: the bound path asks /is_sleeping and wakes it again.
+            return Retry(f"waking {runner_name}: {err}")
+        self.fx.count("wake")
+        self.log.info(LogMsg.WOKE, runner=runner_name, requester=name)
+        self.fx.event(
+            requester, "Normal", "WokeSleeper", f"woke sleeping server-running Pod {runner_name} and bound it"
+        )
+        st.awake_instance = instance(bound)
+        await self.fx.patch_pod(runner_name, {"metadata": {"labels": {api.SLEEPING_LABEL: "false"}}})
+        await self._ensure_requester_state(st, requester, bound, [])
+        return DONE
+
+    async def _create(self, st: ServerState, requester: RawObj, built: Runner) -> Outcome:
+        name = podview.name(requester)
+        try:
+            created = await self.fx.create_pod(built.pod)
+        except ApiError as err:
+            if not err.already_exists:
+                raise
+            created_or_none = await self._adopt_or_rename(requester, built)
+            if created_or_none is None:
+                return RequeueAfter(SETTLE_POLL_S, f"name {built.name} is taken by a Pod on its way out")
+            created = created_or_none
+        st.actuation_path = "cold"
+        st.awake_instance = instance(created)
+        self.log.info(
+            LogMsg.CREATED_RUNNER,
+            requester=name,
+            runner=podview.name(created),
+            node=podview.runner_node(created),
+        )
+        self.fx.event(
+            requester, "Normal", "CreatedRunner", f"created server-running Pod {podview.name(created)}"
+        )
+        await self._ensure_requester_state(st, requester, created, [])
+        return DONE
+
+    async def _adopt_or_rename(self, requester: RawObj, built: Runner) -> dict[str, Any] | None:
+        """The runner's name exists: ours from a lost create response, or someone else's."""
+        existing = await self.fx.get_pod(built.name)
+        if existing is not None and podview.bound_requester(existing) == (
+            podview.uid(requester),
+            podview.name(requester),
+        ):
+            return existing
+        if existing is not None and podview.deleting(existing):
+            return None
+        alt = dict(built.pod)
+        alt["metadata"] = {**built.pod["metadata"], "name": fallback_runner_name(requester)}
+        try:
+            return await self.fx.create_pod(alt)
+        except ApiError as err:
+            if not err.already_exists:
+                raise
+            existing = await self.fx.get_pod(alt["metadata"]["name"])
+            return existing if existing is not None and podview.bound_requester(existing) else None
+
+    # ------------------------------------------------------------------ unbound runners
+
+    async def unbound_runner(self, uid: str) -> Outcome:
+        """A sleeper whose server restarted is awake again: put it back to sleep."""
+        runner = self.cache.pod_by_uid(uid)
+        if runner is None:
+            self.runners.pop(uid, None)
+            return DONE
+        if podview.bound_requester(runner) is not None or podview.deleting(runner):
+            return DONE
+        st = self.runners.setdefault(uid, RunnerState())
+        if st.asleep_instance == instance(runner) or not podview.pod_ready(runner):
+            return DONE
+        host, port = podview.pod_ip(runner), podview.server_port(runner) or 0
+        try:
+            if await self.fx.is_sleeping(host, port):
+                st.asleep_instance = instance(runner)
+                return DONE
+            await self.fx.sleep(host, port)
+        except SleepModeUnavailable:
+            await self._delete_runner(runner, "no-sleep-mode")
+            return DONE
+        except HttpCallError as err:
+            return Retry(f"checking sleeper {podview.name(runner)}: {err}")
+        self.fx.count("sleep")
+        self.log.info(LogMsg.SLEPT, runner=podview.name(runner), why="unbound server was awake")
+        st.asleep_instance = instance(runner)
+        if podview.labels(runner).get(api.SLEEPING_LABEL) != "true":
+            await self.fx.patch_pod(
+                podview.name(runner), {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
+            )
+        return DONE
+
+    # ------------------------------------------------------------------ small writes
+
+    async def _delete_runner(self, runner: RawObj, reason: str) -> None:
+        await self.fx.delete_pod(podview.name(runner), podview.uid(runner))
+        await self._drop_runner_finalizer(runner)
+        self.fx.count("runner_deleted", reason)
+        self.log.info("Deleted server-running Pod", runner=podview.name(runner), reason=reason)
+        self.fx.event(
+            runner,
+            "Warning" if reason != "duplicate" else "Normal",
+            "RunnerDeleted",
+            f"deleted server-running Pod: {reason}",
+        )
+
+    async def _drop_runner_finalizer(self, runner: RawObj) -> None:
+        if api.RUNNER_FINALIZER in podview.finalizers(runner):
+            await self._patch_ignoring_gone(
+                runner, {"metadata": {"$deleteFromPrimitiveList/finalizers": [api.RUNNER_FINALIZER]}}
+            )
+            self.log.progress("Removed finalizer from server-running Pod", runner=podview.name(runner))
+
+    async def _set_requester_finalizer(self, requester: RawObj, present: bool) -> None:
+        if (api.REQUESTER_FINALIZER in podview.finalizers(requester)) == present:
+            return
+        patch: dict[str, Any] = (
+            {"metadata": {"finalizers": [api.REQUESTER_FINALIZER]}}
+            if present
+            else {"metadata": {"$deleteFromPrimitiveList/finalizers": [api.REQUESTER_FINALIZER]}}
+        )
+        await self._patch_ignoring_gone(requester, patch)
+        self.log.progress(
+            "Added requester finalizer" if present else "Removed requester finalizer",
+            requester=podview.name(requester),
+        )
+
+    async def _patch_ignoring_gone(self, pod: RawObj, patch: RawObj) -> None:
+        try:
+            await self.fx.patch_pod(
+                podview.name(pod), {"metadata": {"uid": podview.uid(pod), **patch["metadata"]}}
+            )
+        except ApiError as err:
+            if not (err.not_found or err.conflict):
+                raise
+
+    def _runner_still_serving(self, runner: RawObj) -> bool:
+        node = self.cache.node(podview.runner_node(runner))
+        return node is not None and podview.container_running(runner)
+
+    @staticmethod
+    def _status_errors(requester: RawObj) -> tuple[str, ...]:
+        raw = podview.annotations(requester).get(api.STATUS_ANNOTATION)
+        if not raw:
+            return ()
+        try:
+            return api.RequesterStatus.model_validate_json(raw).errors
+        except ValueError:
+            return ()
+
+    async def _ensure_requester_state(
+        self, st: ServerState, requester: RawObj, runner: RawObj | None, errors: Sequence[str]
+    ) -> None:
+        """One patch, only when something differs: status, FYI label and annotation, finalizer."""
+        want_status = api.RequesterStatus(Errors=tuple(errors)).to_annotation()
+        have_ann = podview.annotations(requester)
+        new_ann: dict[str, str | None] = {}
+        if have_ann.get(api.STATUS_ANNOTATION) != want_status:
+            new_ann[api.STATUS_ANNOTATION] = want_status
+        accelerators = ",".join(st.known_gpus(requester))
+        if accelerators and have_ann.get(api.ACCELERATORS_ANNOTATION) != accelerators:
+            new_ann[api.ACCELERATORS_ANNOTATION] = accelerators
+        labels: dict[str, str | None] = {}
+        dual = podview.name(runner) if runner is not None else None
+        if podview.labels(requester).get(api.DUAL_LABEL) != dual:
+            labels[api.DUAL_LABEL] = dual
+        metadata: dict[str, Any] = {}
+        if new_ann:
+            metadata["annotations"] = new_ann
+        if labels:
+            metadata["labels"] = labels
+        want_finalizer = runner is not None and podview.container_running(runner)
+        if want_finalizer != (api.REQUESTER_FINALIZER in podview.finalizers(requester)):
+            if want_finalizer:
+                metadata["finalizers"] = [api.REQUESTER_FINALIZER]
+            else:
+                metadata["$deleteFromPrimitiveList/finalizers"] = [api.REQUESTER_FINALIZER]
+        if metadata:
+            await self._patch_ignoring_gone(requester, {"metadata": metadata})
+
+
+def _binding_patch(requester: RawObj, built: Runner, sleeper: RawObj) -> dict[str, Any]:
+    """Bind a sleeper: the resourceVersion makes it fail if anyone changed the sleeper meanwhile."""
+    meta: Mapping[str, Any] = built.pod["metadata"]
+    ann = meta.get("annotations") or {}
+    return {
+        "metadata": {
+            "resourceVersion": podview.meta(sleeper).get("resourceVersion"),
+            "annotations": {
+                api.REQUESTER_ANNOTATION: f"{podview.uid(requester)} {podview.name(requester)}",
+                api.ACCELERATORS_ANNOTATION: ann.get(api.ACCELERATORS_ANNOTATION),
+            },
+            "labels": {api.DUAL_LABEL: podview.name(requester)},
+            "finalizers": [api.RUNNER_FINALIZER],
+        }
+    }

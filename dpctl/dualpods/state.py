@@ -1,0 +1,54 @@
+"""Soft state: what the controller learned by talking to Pods, kept between reconciles.
+
+Nothing here is needed for correctness after a restart: every field starts unknown and is
+re-learned by asking (GPU UUIDs from the stub, sleeping state from ``/is_sleeping``, readiness
+from the requester's observed container status). Facts are tied to the container instance they
+were learned from, so a restarted stub or vLLM is never trusted on old knowledge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpctl.dualpods import podview
+from dpctl.dualpods.podview import RawObj
+
+
+def instance(pod: RawObj) -> tuple[str, int]:
+    """Identifies one run of a Pod's inference-server container: a restart changes it."""
+    return podview.uid(pod), podview.restart_count(pod)
+
+
+@dataclass
+class ServerState:
+    """What is known about one inference server (one requester UID)."""
+
+    # The stub's answer, per requester container instance; a failure is never cached.
+    gpu_uuids: tuple[str, ...] = ()
+    gpu_uuids_from: tuple[str, int] | None = None
+    # The runner instance known to be awake (we created it, woke it, or asked it).
+    awake_instance: tuple[str, int] | None = None
+    # Readiness last relayed, and to which requester container instance.
+    relayed: tuple[bool, tuple[str, int]] | None = None
+    requester_delete_requested: bool = False
+    sleep_failures: int = 0
+    wake_failures: int = 0
+    # For the actuation-latency metric: "cold" (new runner) or "hot" (woke a sleeper).
+    actuation_path: str = ""
+    actuation_observed: bool = False
+
+    def known_gpus(self, requester: RawObj) -> tuple[str, ...]:
+        return self.gpu_uuids if self.gpu_uuids_from == instance(requester) else ()
+
+    def knows_awake(self, runner: RawObj) -> bool:
+        return self.awake_instance == instance(runner)
+
+    def already_relayed(self, ready: bool, requester: RawObj) -> bool:
+        return self.relayed == (ready, instance(requester))
+
+
+@dataclass
+class RunnerState:
+    """What is known about one unbound runner: the container instance verified asleep."""
+
+    asleep_instance: tuple[str, int] | None = None
