@@ -6,7 +6,6 @@ ready. Keeping these in one place means the reconcile flow reads like the contra
 like dict plumbing. Nothing here mutates its input.
 """
 
-
 from collections.abc import Mapping
 from typing import Any
 

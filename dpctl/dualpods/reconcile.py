@@ -437,7 +437,10 @@ class Reconciler:
         if existing is not None and podview.deleting(existing):
             return None
         alt = dict(built.pod)
-        alt["metadata"] = {**built.pod["metadata"], "name": fallback_runner_name(requester)}
+        alt["metadata"] = {
+            **built.pod["metadata"],
+            "name": fallback_runner_name(podview.name(requester), podview.uid(requester)),
+        }
         try:
             return await self.fx.create_pod(alt)
         except ApiError as err:

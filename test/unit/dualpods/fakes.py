@@ -1,0 +1,315 @@
+"""Test doubles for the reconciler: a cache built from plain dicts and a recorder of effects.
+
+``World`` holds Pods, Nodes and the gpu-map as the informers would; its indexes use the very
+index functions the controller registers. ``Recorder`` answers HTTP calls from a script and
+records every action, so a test reads "given these objects, these actions happen".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dpctl import api
+from dpctl.clients.http import HttpCallError
+from dpctl.dualpods import gpumap
+from dpctl.dualpods.cache import POD_INDEXERS
+from dpctl.dualpods.podview import RawObj
+from dpctl.kube import ApiError
+
+NS = "ns1"
+
+SERVER_PATCH = """\
+metadata:
+  labels: {"model": "granite", "app": null}
+spec:
+  containers:
+  - name: inference-server
+    image: docker.io/vllm/vllm-openai:v0.10.2
+    command: [vllm, serve, --port=8000, --model=ibm-granite/granite-3.3-2b-instruct, --enable-sleep-mode]
+    env:
+    - {name: VLLM_SERVER_DEV_MODE, value: "1"}
+    readinessProbe:
+      httpGet: {path: /health, port: 8000}
+"""
+
+
+def gpu_uuid(node: str, index: int) -> str:
+    return f"GPU-{node}-{index}"
+
+
+def requester(
+    name: str = "req-a",
+    uid: str = "uid-a",
+    node: str | None = "node-1",
+    ip: str = "127.64.0.2",
+    running: bool = True,
+    ready: bool = False,
+    patch: str = SERVER_PATCH,
+    annotations: dict[str, str] | None = None,
+    finalizers: Sequence[str] = (),
+    deleting: bool = False,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    ann = {api.SERVER_PATCH_ANNOTATION: patch, api.ADMIN_PORT_ANNOTATION: "8081"}
+    ann.update(annotations or {})
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": uid,
+            "resourceVersion": "10",
+            "labels": {"app": "dp-example"},
+            "annotations": ann,
+            "finalizers": list(finalizers),
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "inference-server",
+                    "image": "quay.io/x/requester:latest",
+                    "ports": [
+                        {"name": "probes", "containerPort": 8080},
+                        {"name": "spi", "containerPort": 8081},
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "1", "memory": "250Mi"}},
+                }
+            ]
+        },
+        "status": {},
+    }
+    if node:
+        pod["spec"]["nodeName"] = node
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+    if node and running:
+        pod["status"] = {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [
+                {
+                    "name": "inference-server",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}},
+                }
+            ],
+        }
+    return pod
+
+
+def runner(
+    name: str = "req-a-server",
+    uid: str = "uid-r",
+    node: str = "node-1",
+    gpus: Sequence[int] = (0,),
+    bound_to: tuple[str, str] | None = ("uid-a", "req-a"),
+    nominal: str = "hash-1",
+    ip: str = "127.64.0.3",
+    running: bool = True,
+    ready: bool = True,
+    restarts: int = 0,
+    deleting: bool = False,
+    used_at: str = "2026-01-01T00:10:00Z",
+    sleeping_label: str | None = None,
+) -> dict[str, Any]:
+    ann = {api.NOMINAL_ANNOTATION: nominal}
+    finalizers = []
+    labels: dict[str, str] = {}
+    if bound_to:
+        ann[api.REQUESTER_ANNOTATION] = f"{bound_to[0]} {bound_to[1]}"
+        finalizers.append(api.RUNNER_FINALIZER)
+        labels[api.DUAL_LABEL] = bound_to[1]
+    if sleeping_label is not None:
+        labels[api.SLEEPING_LABEL] = sleeping_label
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": uid,
+            "resourceVersion": "20",
+            "labels": labels,
+            "annotations": ann,
+            "finalizers": finalizers,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "managedFields": [{"manager": api.FIELD_MANAGER, "operation": "Update", "time": used_at}],
+        },
+        "spec": {
+            "nodeSelector": {api.HOSTNAME_LABEL: node},
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "inference-server",
+                    "image": "docker.io/vllm/vllm-openai:v0.10.2",
+                    "env": [{"name": "CUDA_VISIBLE_DEVICES", "value": ",".join(str(g) for g in gpus)}],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}},
+                }
+            ],
+        },
+        "status": {},
+    }
+    if deleting:
+        pod["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+    if running:
+        pod["status"] = {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [
+                {
+                    "name": "inference-server",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:10Z"}},
+                }
+            ],
+        }
+    return pod
+
+
+def node(name: str = "node-1", unschedulable: bool = False, deleting: bool = False) -> dict[str, Any]:
+    n: dict[str, Any] = {"metadata": {"name": name, "uid": f"uid-{name}"}, "spec": {}}
+    if unschedulable:
+        n["spec"]["unschedulable"] = True
+    if deleting:
+        n["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+    return n
+
+
+def gpu_map_cm(nodes: dict[str, int]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": api.GPU_MAP_NAME, "namespace": NS, "resourceVersion": "5"},
+        "data": {n: json.dumps({gpu_uuid(n, i): i for i in range(count)}) for n, count in nodes.items()},
+    }
+
+
+class World:
+    """The informer caches, as plain dicts, indexed like the controller's."""
+
+    def __init__(
+        self,
+        pods: Sequence[RawObj] = (),
+        nodes: Sequence[RawObj] = (),
+        gpu_map: RawObj | None = None,
+    ) -> None:
+        self.pods = {p["metadata"]["name"]: copy.deepcopy(dict(p)) for p in pods}
+        self.nodes = {n["metadata"]["name"]: n for n in nodes}
+        self.gpu_map_cm = gpu_map
+
+    def _index(self, index: str, value: str) -> list[RawObj]:
+        fn = POD_INDEXERS[index]
+        return [p for p in self.pods.values() if value in list(fn(p))]
+
+    def pod_by_uid(self, uid: str) -> RawObj | None:
+        found = self._index("uid", uid)
+        return found[0] if found else None
+
+    def pod(self, name: str) -> RawObj | None:
+        return self.pods.get(name)
+
+    def runners_bound_to(self, requester_uid: str) -> list[RawObj]:
+        return self._index("bound-requester", requester_uid)
+
+    def runners_with_nominal(self, nominal: str) -> list[RawObj]:
+        return self._index("nominal", nominal)
+
+    def runners_on_gpu(self, node: str, index: int) -> list[RawObj]:
+        return self._index("gpu", f"{node} {index}")
+
+    def node(self, name: str) -> RawObj | None:
+        return self.nodes.get(name)
+
+    def gpu_map(self) -> gpumap.GpuMap | None:
+        return gpumap.parse(self.gpu_map_cm)
+
+
+@dataclass
+class Recorder:
+    """Records actions; HTTP answers come from the fields below."""
+
+    world: World
+    gpus: dict[str, list[str]] = field(default_factory=dict)  # requester IP -> UUIDs
+    asleep: dict[str, bool] = field(default_factory=dict)  # runner IP -> sleeping
+    fail: dict[str, Exception] = field(default_factory=dict)  # action name -> error to raise
+    create_conflict: bool = False
+    # What the API server (not the lagging cache) holds, for get_pod after a create conflict.
+    api_pods: dict[str, RawObj] = field(default_factory=dict)
+    actions: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    counts: list[tuple[str, str]] = field(default_factory=list)
+    actuations: list[str] = field(default_factory=list)
+
+    def _maybe_fail(self, what: str) -> None:
+        if what in self.fail:
+            raise self.fail[what]
+
+    def verbs(self) -> list[str]:
+        return [a[0] for a in self.actions]
+
+    async def create_pod(self, pod: RawObj) -> dict[str, Any]:
+        self.actions.append(("create", pod["metadata"]["name"], copy.deepcopy(dict(pod))))
+        self._maybe_fail("create")
+        name = pod["metadata"]["name"]
+        if (self.create_conflict and name in self.api_pods) or name in self.world.pods:
+            raise ApiError(409, "AlreadyExists", "already exists", "POST", "/pods")
+        created = copy.deepcopy(dict(pod))
+        created["metadata"]["uid"] = "uid-new-" + pod["metadata"]["name"]
+        created["metadata"]["resourceVersion"] = "100"
+        return created
+
+    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
+        self.actions.append(("patch", name, copy.deepcopy(dict(patch))))
+        self._maybe_fail("patch")
+        return copy.deepcopy(dict(self.world.pods.get(name, {"metadata": {"name": name}})))
+
+    async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:
+        self.actions.append(("delete", name, uid, resource_version))
+        self._maybe_fail("delete")
+
+    async def get_pod(self, name: str) -> dict[str, Any] | None:
+        self.actions.append(("get", name))
+        pod = self.api_pods.get(name, self.world.pods.get(name))
+        return copy.deepcopy(dict(pod)) if pod is not None else None
+
+    async def query_gpus(self, host: str, port: int) -> list[str]:
+        self.actions.append(("query_gpus", host, port))
+        self._maybe_fail("query_gpus")
+        if host not in self.gpus:
+            raise HttpCallError("get_gpu_uuids", f"http://{host}:{port}", None, "connection refused")
+        return self.gpus[host]
+
+    async def relay(self, host: str, port: int, ready: bool) -> None:
+        self.actions.append(("relay", host, ready))
+        self._maybe_fail("relay")
+
+    async def is_sleeping(self, host: str, port: int) -> bool:
+        self.actions.append(("is_sleeping", host))
+        self._maybe_fail("is_sleeping")
+        return self.asleep.get(host, False)
+
+    async def sleep(self, host: str, port: int) -> None:
+        self.actions.append(("sleep", host))
+        self._maybe_fail("sleep")
+
+    async def wake(self, host: str, port: int) -> None:
+        self.actions.append(("wake", host))
+        self._maybe_fail("wake")
+
+    def event(self, pod: RawObj, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def count(self, what: str, reason: str = "") -> None:
+        self.counts.append((what, reason))
+
+    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
+        self.actuations.append(path)

@@ -1,0 +1,546 @@
+"""The reconcile decisions, sample-controller style: given cached objects, the actions taken.
+
+Each test builds the informer view from plain dicts, runs one reconcile of one key, and asserts
+on the recorded actions (API writes, HTTP calls) and the outcome — including the order of the
+actions where the contract's invariants depend on it (bind before wake, sleep before unbind).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from dpctl import api
+from dpctl.api import LogMsg
+from dpctl.clients.http import HttpCallError
+from dpctl.clients.inference import SleepModeUnavailable
+from dpctl.dualpods.keys import RunnerKey, ServerKey
+from dpctl.dualpods.reconcile import Reconciler, Settings
+from dpctl.dualpods.state import ServerState
+from dpctl.podbuild.nominal import build_runner, fallback_runner_name
+from dpctl.workqueue.outcome import Done, RequeueAfter, Retry
+
+from .fakes import Recorder, World, gpu_map_cm, gpu_uuid, node, requester, runner
+
+REQ_IP = "127.64.0.2"
+RUN_IP = "127.64.0.3"
+
+
+def make(world: World, limit: int = 2, **rec: object) -> tuple[Reconciler, Recorder]:
+    recorder = Recorder(world, **rec)  # type: ignore[arg-type]
+    return Reconciler(world, recorder, Settings(sleeper_limit=limit)), recorder
+
+
+def nominal_of(req: dict, node_name: str = "node-1", gpus: tuple[int, ...] = (0,)) -> str:
+    return build_runner(req, node_name, list(gpus), [gpu_uuid(node_name, g) for g in gpus]).nominal_hash
+
+
+def patches_of(rec: Recorder, name: str) -> list[dict]:
+    return [a[2] for a in rec.actions if a[0] == "patch" and a[1] == name]
+
+
+# ---------------------------------------------------------------- nothing to do yet
+
+
+async def test_unscheduled_requester_is_left_alone() -> None:
+    world = World([requester(node=None)], [node()], gpu_map_cm({"node-1": 2}))
+    rec_, rec = make(world)
+    assert await rec_.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions == []
+
+
+async def test_requester_on_absent_or_departing_node_is_left_alone() -> None:
+    for nodes in ([], [node(deleting=True)]):
+        world = World([requester()], nodes, gpu_map_cm({"node-1": 2}))
+        r, rec = make(world)
+        assert await r.reconcile(ServerKey("uid-a")) == Done()
+        assert rec.actions == []
+
+
+async def test_stub_not_running_yet_waits_for_its_status_event() -> None:
+    world = World([requester(running=False)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions == []
+
+
+# ---------------------------------------------------------------- cold start
+
+
+async def test_cold_start_creates_bound_runner_pinned_to_the_requesters_gpus(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 2)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["query_gpus", "create", "patch"]
+    created = rec.actions[1][2]
+    assert created["metadata"]["name"] == "req-a-server"
+    assert created["metadata"]["annotations"][api.REQUESTER_ANNOTATION] == "uid-a req-a"
+    assert api.RUNNER_FINALIZER in created["metadata"]["finalizers"]
+    assert created["spec"]["nodeSelector"][api.HOSTNAME_LABEL] == "node-1"
+    env = {e["name"]: e.get("value") for e in created["spec"]["containers"][0]["env"]}
+    assert env["CUDA_VISIBLE_DEVICES"] == "2"
+    status_patch = rec.actions[2][2]["metadata"]
+    assert json.loads(status_patch["annotations"][api.STATUS_ANNOTATION]) == {"Errors": []}
+    assert status_patch["annotations"][api.ACCELERATORS_ANNOTATION] == gpu_uuid("node-1", 2)
+    assert status_patch["labels"][api.DUAL_LABEL] == "req-a-server"
+    assert "finalizers" not in status_patch  # the runner's container is not running yet
+    messages = [rec_.getMessage() for rec_ in caplog.records]
+    assert LogMsg.FOUND_GPUS in messages and LogMsg.CREATED_RUNNER in messages
+
+
+async def test_gpus_are_asked_once_per_stub_instance() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    rec.create_conflict = True  # force a second round
+    await r.reconcile(ServerKey("uid-a"))
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.verbs().count("query_gpus") == 1
+
+
+async def test_failed_gpu_query_is_reported_and_retried_never_cached() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
+    r, rec = make(world)
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, Retry)
+    status = json.loads(patches_of(rec, "req-a")[0]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    assert "cannot get the GPUs from the requester" in status["Errors"][0]
+    rec.gpus[REQ_IP] = [gpu_uuid("node-1", 0)]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" in rec.verbs()
+
+
+@pytest.mark.parametrize(
+    ("gpu_map", "uuid", "expect"),
+    [
+        pytest.param(None, gpu_uuid("node-1", 0), "is not available", id="map-missing"),
+        pytest.param(
+            gpu_map_cm({"node-2": 2}),
+            gpu_uuid("node-1", 0),
+            "has no entry for node 'node-1'",
+            id="node-missing",
+        ),
+        pytest.param(
+            gpu_map_cm({"node-1": 2}), "GPU-unknown", "is not in the gpu-map entry", id="uuid-unknown"
+        ),
+        pytest.param(
+            {"metadata": {"name": "gpu-map"}, "data": {"node-1": "{not json"}},
+            gpu_uuid("node-1", 0),
+            "not valid JSON",
+            id="not-json",
+        ),
+        pytest.param(
+            {"metadata": {"name": "gpu-map"}, "data": {"node-1": '{"a": 0, "b": 0}'}},
+            "a",
+            "gives index 0 to both",
+            id="dup-index",
+        ),
+        pytest.param(
+            {"metadata": {"name": "gpu-map"}, "data": {"node-1": '{"a": "zero"}'}},
+            "a",
+            "must be an integer",
+            id="wrong-type",
+        ),
+        pytest.param(
+            {"metadata": {"name": "gpu-map"}, "data": {"node-1": '{"a": 0}', "node-2": '{"a": 1}'}},
+            "a",
+            "is mapped to node 'node-2'",
+            id="uuid-on-other-node",
+        ),
+    ],
+)
+async def test_gpu_map_problems_become_status_errors_and_create_nothing(
+    gpu_map: dict | None, uuid: str, expect: str
+) -> None:
+    world = World([requester()], [node()], gpu_map)
+    r, rec = make(world, gpus={REQ_IP: [uuid]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" not in rec.verbs()
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    assert expect in status["Errors"][0]
+    assert rec.events and rec.events[0][0] == "Warning"
+
+
+@pytest.mark.parametrize(
+    ("patch", "expect"),
+    [
+        pytest.param("metadata: [unclosed", "server-patch", id="not-yaml"),
+        pytest.param("- a list", "mapping", id="not-a-mapping"),
+        pytest.param(
+            "spec:\n  containers:\n  - name: inference-server\n    imagee: x\n", "imagee", id="unknown-field"
+        ),
+        pytest.param("metadata:\n  labels: {a: {{ .Nope }}}\n", "Nope", id="template-missing-key"),
+        pytest.param("metadata:\n  labels: {a: {{ ''.__class__ }}}\n", "server-patch", id="sandbox-escape"),
+    ],
+)
+async def test_bad_server_patch_is_a_status_error_without_runner(patch: str, expect: str) -> None:
+    world = World([requester(patch=patch)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" not in rec.verbs()
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    assert expect in status["Errors"][0]
+    assert ("status_error", "BadServerPatch") in rec.counts
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000", "x"])
+async def test_bad_admin_port_is_a_status_error(port: str) -> None:
+    world = World(
+        [requester(annotations={api.ADMIN_PORT_ANNOTATION: port})], [node()], gpu_map_cm({"node-1": 2})
+    )
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "query_gpus" not in rec.verbs()
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    assert api.ADMIN_PORT_ANNOTATION in status["Errors"][0]
+
+
+async def test_status_error_is_not_rewritten_when_unchanged() -> None:
+    world = World([requester()], [node()], None)
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r.reconcile(ServerKey("uid-a"))
+    written = patches_of(rec, "req-a")[-1]["metadata"]["annotations"]
+    world.pods["req-a"]["metadata"]["annotations"].update(written)
+    rec.actions.clear()
+    rec.events.clear()
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.verbs() == []  # no API write, no repeated Event: bounded calls for a stuck requester
+    assert rec.events == []
+
+
+async def test_runner_from_a_lost_create_response_is_adopted_not_duplicated() -> None:
+    # The create succeeded but its response was lost, and the cache has not caught up yet.
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, create_conflict=True)
+    rec.api_pods["req-a-server"] = runner(bound_to=("uid-a", "req-a"))
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert [a[1] for a in rec.actions if a[0] == "create"] == ["req-a-server"]
+    assert patches_of(rec, "req-a")[0]["metadata"]["labels"][api.DUAL_LABEL] == "req-a-server"
+
+
+async def test_runner_name_taken_by_another_pod_uses_the_deterministic_fallback() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, create_conflict=True)
+    rec.api_pods["req-a-server"] = runner(uid="uid-stranger", bound_to=None, gpus=(1,))
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    names = [a[1] for a in rec.actions if a[0] == "create"]
+    assert names[0] == "req-a-server"
+    assert names[1] == fallback_runner_name("req-a", "uid-a")
+    r2, rec2 = make(
+        World([requester()], [node()], gpu_map_cm({"node-1": 2})),
+        gpus={REQ_IP: [gpu_uuid("node-1", 0)]},
+        create_conflict=True,
+    )
+    rec2.api_pods["req-a-server"] = rec.api_pods["req-a-server"]
+    await r2.reconcile(ServerKey("uid-a"))
+    assert [a[1] for a in rec2.actions if a[0] == "create"] == names  # same fallback every time
+
+
+async def test_runner_name_held_by_a_terminating_pod_waits() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, create_conflict=True)
+    rec.api_pods["req-a-server"] = runner(uid="uid-old", bound_to=None, gpus=(1,), deleting=True)
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), RequeueAfter)
+
+
+# ---------------------------------------------------------------- GPU exclusivity and sleepers
+
+
+async def test_no_runner_on_a_gpu_still_held_by_another_bound_runner() -> None:
+    other = runner(name="old-server", uid="uid-old", bound_to=("uid-old-req", "old"), gpus=(0,))
+    world = World([requester(), other], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, RequeueAfter)
+    assert "create" not in rec.verbs() and "wake" not in rec.verbs()
+
+
+async def test_matching_sleeper_is_bound_before_it_is_woken() -> None:
+    req = requester()
+    sleeper = runner(
+        name="old-server", uid="uid-s", bound_to=None, nominal=nominal_of(req), sleeping_label="true"
+    )
+    world = World([req, sleeper], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["query_gpus", "patch", "wake", "patch", "patch"]
+    bind = rec.actions[1][2]["metadata"]
+    assert bind["resourceVersion"] == "20"  # precondition: nobody changed the sleeper meanwhile
+    assert bind["annotations"][api.REQUESTER_ANNOTATION] == "uid-a req-a"
+    assert bind["finalizers"] == [api.RUNNER_FINALIZER]
+    assert rec.actions[3][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "false"}}}
+    assert ("bind", "") in rec.counts and ("wake", "") in rec.counts
+    assert "create" not in rec.verbs()
+
+
+async def test_sleeper_for_other_gpus_or_definition_is_not_reused() -> None:
+    req = requester()
+    other_gpu = runner(name="s1", uid="uid-s1", bound_to=None, gpus=(1,), nominal=nominal_of(req, gpus=(1,)))
+    other_def = runner(name="s2", uid="uid-s2", bound_to=None, nominal="something-else")
+    world = World([req, other_gpu, other_def], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "wake" not in rec.verbs() and "create" in rec.verbs()
+
+
+def sleepers_on_gpu0(count: int) -> list[dict]:
+    return [
+        runner(
+            name=f"s{i}",
+            uid=f"uid-s{i}",
+            bound_to=None,
+            nominal=f"other-{i}",
+            used_at=f"2026-01-01T00:0{i}:00Z",
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_sleeper_limit_deletes_exactly_the_least_recently_used(limit: int) -> None:
+    world = World([requester(), *sleepers_on_gpu0(limit + 1)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, limit=limit, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    deletes = [a for a in rec.actions if a[0] == "delete"]
+    assert [d[1] for d in deletes] == ["s0"]
+    assert deletes[0][2:] == ("uid-s0", "20")  # UID and resourceVersion preconditions
+    assert isinstance(outcome, RequeueAfter) and "create" not in rec.verbs()
+    # Next round: the victim is terminating; creation waits for its process to exit.
+    world.pods["s0"]["metadata"]["deletionTimestamp"] = "2026-01-01T02:00:00Z"
+    rec.actions.clear()
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), RequeueAfter)
+    assert "delete" not in rec.verbs() and "create" not in rec.verbs()
+    del world.pods["s0"]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" in rec.verbs() and "delete" not in rec.verbs()
+
+
+async def test_sleeper_limit_allows_limit_sleepers_beside_a_new_runner() -> None:
+    world = World([requester(), *sleepers_on_gpu0(2)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, limit=2, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "delete" not in rec.verbs() and "create" in rec.verbs()
+
+
+async def test_lru_counts_reuse_as_use() -> None:
+    # s0 was created first but bound and unbound most recently: s1 is now the least recently used.
+    old = sleepers_on_gpu0(3)
+    old[0]["metadata"]["managedFields"][0]["time"] = "2026-01-01T00:59:00Z"
+    world = World([requester(), *old], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, limit=2, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r.reconcile(ServerKey("uid-a"))
+    assert [a[1] for a in rec.actions if a[0] == "delete"] == ["s1"]
+
+
+# ---------------------------------------------------------------- bound pairs
+
+
+async def test_bound_pair_after_restart_asks_before_waking_then_relays() -> None:
+    world = World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, asleep={RUN_IP: True})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    verbs = rec.verbs()
+    assert verbs.index("is_sleeping") < verbs.index("wake") < verbs.index("relay")
+    assert ("relay", REQ_IP, True) in rec.actions
+
+
+async def test_bound_awake_pair_relays_only_news() -> None:
+    world = World(
+        [requester(ready=True), runner(sleeping_label="false")], [node()], gpu_map_cm({"node-1": 2})
+    )
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    assert "relay" not in rec.verbs() and "wake" not in rec.verbs()
+    # The runner turns unready: the requester is told.
+    world.pods["req-a-server"]["status"]["conditions"][0]["status"] = "False"
+    await r.reconcile(ServerKey("uid-a"))
+    assert ("relay", REQ_IP, False) in rec.actions
+
+
+async def test_restarted_stub_gets_readiness_relayed_again() -> None:
+    world = World(
+        [requester(ready=False), runner(sleeping_label="false")], [node()], gpu_map_cm({"node-1": 2})
+    )
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.verbs().count("relay") == 1  # relayed once; the probe has not caught up yet
+    world.pods["req-a"]["status"]["containerStatuses"][0]["restartCount"] = 1
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.verbs().count("relay") == 2
+
+
+async def test_bound_pair_adds_requester_finalizer_once_runner_runs() -> None:
+    world = World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    req_patch = patches_of(rec, "req-a")[0]["metadata"]
+    assert req_patch["finalizers"] == [api.REQUESTER_FINALIZER]
+    assert req_patch["uid"] == "uid-a"
+
+
+async def test_cordon_changes_nothing_for_a_bound_pair() -> None:
+    world = World(
+        [requester(ready=True, finalizers=[api.REQUESTER_FINALIZER]), runner(sleeping_label="false")],
+        [node(unschedulable=True)],
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world)
+    r.servers["uid-a"] = ServerState(awake_instance=("uid-r", 0))
+    world.pods["req-a"]["metadata"]["annotations"].update({api.STATUS_ANNOTATION: '{"Errors":[]}'})
+    world.pods["req-a"]["metadata"]["labels"][api.DUAL_LABEL] = "req-a-server"
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions == []
+
+
+async def test_unbound_requester_on_cordoned_node_is_deleted_once() -> None:
+    world = World([requester()], [node(unschedulable=True)], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    await r.reconcile(ServerKey("uid-a"))
+    assert [a for a in rec.actions if a[0] == "delete"] == [("delete", "req-a", "uid-a", None)]
+
+
+async def test_wake_failures_are_retried_then_the_runner_is_replaced() -> None:
+    world = World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(
+        world, asleep={RUN_IP: True}, fail={"wake": HttpCallError("wake", "u", 500, "CUDA out of memory")}
+    )
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert ("delete", "req-a-server", "uid-r", None) in rec.actions
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    assert "CUDA out of memory" in status["Errors"][0]
+
+
+async def test_duplicate_bound_runners_keep_the_oldest() -> None:
+    older = runner(name="a-server", uid="uid-1")
+    newer = runner(name="b-server", uid="uid-2", ip="127.64.0.9")
+    newer["metadata"]["creationTimestamp"] = "2026-01-01T00:05:00Z"
+    world = World([requester(), older, newer], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    assert ("delete", "b-server", "uid-2", None) in rec.actions
+    assert not any(a[0] == "delete" and a[1] == "a-server" for a in rec.actions)
+
+
+# ---------------------------------------------------------------- unbinding and deletion
+
+
+async def test_requester_deletion_sleeps_then_unbinds_then_lets_go(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    world = World(
+        [requester(deleting=True, finalizers=[api.REQUESTER_FINALIZER]), runner()],
+        [node()],
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["patch", "sleep", "patch", "patch"]
+    assert rec.actions[0][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
+    unbind = rec.actions[2][2]["metadata"]
+    assert unbind["annotations"] == {api.REQUESTER_ANNOTATION: None}
+    assert unbind["$deleteFromPrimitiveList/finalizers"] == [api.RUNNER_FINALIZER]
+    assert rec.actions[3][1] == "req-a"
+    assert rec.actions[3][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.REQUESTER_FINALIZER]
+    messages = [x.getMessage() for x in caplog.records]
+    assert messages.index(LogMsg.SLEPT) < messages.index(LogMsg.UNBOUND_RUNNER)
+
+
+async def test_requester_gone_entirely_still_unbinds_its_runner() -> None:
+    world = World([runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["patch", "sleep", "patch"]
+
+
+@pytest.mark.parametrize(
+    ("runner_kwargs", "nodes", "fail", "reason"),
+    [
+        pytest.param({"restarts": 2, "ready": False}, [node()], {}, "in-trouble", id="in-trouble"),
+        pytest.param({"running": False}, [node()], {}, "not-running", id="not-running"),
+        pytest.param({}, [], {}, "node-gone", id="node-gone"),
+        pytest.param(
+            {},
+            [node()],
+            {"sleep": SleepModeUnavailable("sleep", "u", 404, "Not Found")},
+            "no-sleep-mode",
+            id="no-sleep-mode",
+        ),
+    ],
+)
+async def test_runner_that_cannot_sleep_is_deleted_on_unbind(
+    runner_kwargs: dict, nodes: list, fail: dict, reason: str
+) -> None:
+    world = World(
+        [requester(deleting=True, finalizers=[api.REQUESTER_FINALIZER]), runner(**runner_kwargs)],
+        nodes,
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world, fail=fail)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert ("delete", "req-a-server", "uid-r", None) in rec.actions
+    assert ("runner_deleted", reason) in rec.counts
+    assert rec.actions[-1][1] == "req-a"  # and the requester is let go
+
+
+async def test_sleep_failure_is_retried_then_bounded() -> None:
+    world = World([requester(deleting=True), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, fail={"sleep": HttpCallError("sleep", "u", None, "timed out after 30 s")})
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert ("runner_deleted", "sleep-failed") in rec.counts
+
+
+async def test_runner_deleted_by_someone_else_takes_the_requester_along() -> None:
+    world = World(
+        [requester(finalizers=[api.REQUESTER_FINALIZER]), runner(deleting=True)],
+        [node()],
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions[0] == ("delete", "req-a", "uid-a", None)
+    assert rec.actions[1][1] == "req-a-server"
+    assert rec.actions[1][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.RUNNER_FINALIZER]
+    # The runner's container still runs: the requester keeps its finalizer for now.
+    assert len(rec.actions) == 2
+    await r.reconcile(ServerKey("uid-a"))
+    assert [a for a in rec.actions if a[0] == "delete"] == [("delete", "req-a", "uid-a", None)]
+
+
+async def test_both_gone_is_the_end_of_life(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    r, rec = make(World([], [node()], gpu_map_cm({"node-1": 2})))
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions == []
+    assert LogMsg.END_OF_LIFE in [x.getMessage() for x in caplog.records]
+
+
+# ---------------------------------------------------------------- unbound runners
+
+
+async def test_awake_sleeper_is_put_back_to_sleep_once() -> None:
+    world = World([runner(bound_to=None, sleeping_label="true")], [node()])
+    r, rec = make(world, asleep={RUN_IP: False})
+    assert await r.reconcile(RunnerKey("uid-r")) == Done()
+    assert rec.verbs() == ["is_sleeping", "sleep"]
+    await r.reconcile(RunnerKey("uid-r"))
+    assert rec.verbs() == ["is_sleeping", "sleep"]
+
+
+async def test_sleeping_sleeper_is_checked_once_per_container_instance() -> None:
+    world = World([runner(bound_to=None)], [node()])
+    r, rec = make(world, asleep={RUN_IP: True})
+    await r.reconcile(RunnerKey("uid-r"))
+    await r.reconcile(RunnerKey("uid-r"))
+    assert rec.verbs() == ["is_sleeping"]
+    world.pods["req-a-server"]["status"]["containerStatuses"][0]["restartCount"] = 1
+    await r.reconcile(RunnerKey("uid-r"))
+    assert rec.verbs() == ["is_sleeping", "is_sleeping"]
