@@ -230,6 +230,21 @@ class Ledger(GpuLedger):
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Switching a new file to WAL needs an exclusive lock, and sqlite does not apply the busy
+        # timeout to that switch: processes creating the ledger at once retry here, bounded.
+        deadline = time.monotonic() + busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                self._init_schema()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)  # a blocking constructor, used before any event loop runs
+                delay = min(delay * 2, 0.2)
+
+    def _init_schema(self) -> None:
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,108 @@
+# dpctl — one Makefile for set-up, the local cluster, tests, images and benchmarks.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DPCTL := $(BIN)/dpctl
+NODES ?= 2
+GPUS ?= 4
+NAMESPACE ?= default
+CONTAINER_IMG_REG ?= registry.local/dpctl
+TARGETARCH ?=
+IMG_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+SLEEPER_LIMIT ?= 2
+DURATION ?= 180
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(DPCTL): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(DPCTL)
+
+.PHONY: dev
+dev: $(DPCTL) ## create .venv with dpctl (editable) and the dev tools
+
+.PHONY: bins
+bins: ## build kube-apiserver, kcm, scheduler, kubectl, etcd, helm into ~/.cache/dpctl (no-op when built)
+	hack/bins/build.sh >/dev/null
+
+.PHONY: cluster-up
+cluster-up: dev bins ## start the embedded local cluster (NODES=2 GPUS=4); prints `export KUBECONFIG=...`
+	@$(DPCTL) local-cluster up --nodes $(NODES) --gpus $(GPUS)
+
+.PHONY: cluster-down
+cluster-down: dev ## stop the embedded local cluster
+	@$(DPCTL) local-cluster down
+
+.PHONY: run
+run: cluster-up ## local cluster + the controller installed by the chart + gpu-map + a demo ReplicaSet
+	@hack/run-demo.sh
+
+.PHONY: lint
+lint: dev ## ruff, mypy --strict, helm lint
+	$(BIN)/ruff check dpctl test hack bench
+	$(BIN)/ruff format --check dpctl test hack bench
+	$(BIN)/mypy dpctl
+	hack/helm.sh lint deploy/helm/dpctlr
+
+.PHONY: unit
+unit: dev ## unit tests (no cluster)
+	$(BIN)/pytest test/unit -q $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: dev bins ## end-to-end tests: on the local cluster, or on the cluster of KUBECONFIG when set
+	$(BIN)/pytest test/e2e -q $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint unit e2e ## everything CI runs: lint, unit and end-to-end tests (brings up its own cluster)
+
+.PHONY: soak
+soak: dev bins ## fault-injection soak (DURATION seconds) on a fresh local cluster
+	$(BIN)/pytest test/e2e/soak -q -m slow --soak-duration=$(DURATION) $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: dev bins ## actuation latency and scale benchmarks; prints a one-line JSON summary last
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Images: podman or docker, whichever is installed (podman first). ENGINE=... picks one.
+ifeq ($(origin ENGINE),undefined)
+ENGINE := $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+endif
+PLATFORM := $(if $(TARGETARCH),--platform linux/$(TARGETARCH),)
+REQUESTER_IMG := $(CONTAINER_IMG_REG)/requester:latest
+CONTROLLER_IMG := $(CONTAINER_IMG_REG)/dual-pods-controller:$(IMG_TAG)
+
+.PHONY: check-engine
+check-engine:
+	@if [ -z "$(ENGINE)" ]; then \
+	  echo "No container engine: install podman or docker to build images (or set ENGINE=...)." >&2; exit 1; fi
+	@if ! command -v $(ENGINE) >/dev/null; then echo "ENGINE=$(ENGINE) is not a command." >&2; exit 1; fi
+	@if ! $(ENGINE) info >/dev/null 2>&1; then \
+	  echo "$(ENGINE) is installed but cannot build here (is its daemon or socket running?); try: $(ENGINE) info" >&2; exit 1; fi
+
+.PHONY: build-requester
+build-requester: check-engine ## build $(CONTAINER_IMG_REG)/requester:latest (TARGETARCH=amd64|arm64 to cross-build)
+	$(ENGINE) build $(PLATFORM) -f Containerfile --target requester -t $(REQUESTER_IMG) .
+
+.PHONY: push-requester
+push-requester: check-engine ## push $(CONTAINER_IMG_REG)/requester:latest
+	$(ENGINE) push $(REQUESTER_IMG)
+
+.PHONY: build-controller
+build-controller: check-engine ## build and push $(CONTAINER_IMG_REG)/dual-pods-controller:$(IMG_TAG); prints the reference last
+	$(ENGINE) build $(PLATFORM) -f Containerfile --target controller -t $(CONTROLLER_IMG) .
+	$(ENGINE) push $(CONTROLLER_IMG)
+	@echo $(CONTROLLER_IMG)
+
+.PHONY: clean
+clean: ## remove build outputs (not the binary cache)
+	rm -rf dist build .mypy_cache .ruff_cache .pytest_cache
