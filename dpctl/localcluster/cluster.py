@@ -9,17 +9,19 @@ recognised as belonging to a dpctl local cluster.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import shlex
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -31,6 +33,7 @@ from dpctl.localcluster.controlplane import (
     ControlPlaneError,
     ControlPlaneSettings,
 )
+from dpctl.localcluster.kubelet.ips import MAX_NODES, NODES_PER_BLOCK
 from dpctl.localcluster.pki import write_file
 from dpctl.localcluster.procs import Child, WaitTimeout, poll_until, stop_children
 
@@ -61,6 +64,7 @@ def kubelet_args(
     ca_cert: Path,
     ca_key: Path,
     kubelet_port: int | None = None,
+    address_block: int = 0,
     extra: Sequence[str] = (),
 ) -> list[str]:
     return [
@@ -83,6 +87,7 @@ def kubelet_args(
         "--ca-key",
         str(ca_key),
         *(["--kubelet-port", str(kubelet_port)] if kubelet_port else []),
+        *(["--address-block", str(address_block)] if address_block else []),
         *extra,
     ]
 
@@ -173,6 +178,7 @@ class LocalCluster:
         self.kubelet_port = kubelet_port
         self.kubelet: Child | None = None
         self.ready_seconds: float | None = None
+        self._address_blocks: AddressBlocks | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -214,6 +220,9 @@ class LocalCluster:
         if self.kubelet is not None:
             stop_children([self.kubelet], self.kubelet_stop_timeout)
             self.kubelet = None
+        if self._address_blocks is not None:
+            self._address_blocks.release()
+            self._address_blocks = None
         self.control_plane.stop()
 
     def dead(self) -> list[Child]:
@@ -236,6 +245,7 @@ class LocalCluster:
 
     def _start_kubelet(self, timeout: float) -> None:
         cp = self.control_plane
+        self._address_blocks = AddressBlocks.reserve(-(-self.nodes // NODES_PER_BLOCK))
         argv = kubelet_args(
             self.python,
             kubeconfig=cp.kubeconfig,
@@ -246,6 +256,7 @@ class LocalCluster:
             ca_cert=cp.pki.ca_crt,
             ca_key=cp.pki.ca_key,
             kubelet_port=self.kubelet_port or _free_port(),
+            address_block=self._address_blocks.first,
             extra=self.kubelet_extra_args,
         )
         self.kubelet = Child(
@@ -270,6 +281,45 @@ class LocalCluster:
             poll_until(check, max(0.0, timeout), f"{self.nodes} GPU nodes Ready", describe=lambda: seen[0])
         except WaitTimeout as e:
             raise ControlPlaneError(f"{e}\nlast log lines of {KUBELET}:\n{self.kubelet.log_tail()}") from None
+
+
+class AddressBlocks:
+    """Consecutive blocks of pod and node addresses held for one cluster's lifetime.
+
+    Every local cluster on this machine shares 127.0.0.0/8; each kubelet takes its own block of
+    node addresses so two clusters (a developer's ``up`` and a test session) never hand out the
+    same pod IP. The reservation is an exclusive lock on a file per block, which the OS drops
+    when the holder dies, so a crashed cluster never leaks its block.
+    """
+
+    def __init__(self, first: int, files: list[IO[bytes]]) -> None:
+        self.first = first
+        self._files = files
+
+    @classmethod
+    def reserve(cls, count: int) -> AddressBlocks:
+        lock_dir = Path(tempfile.gettempdir()) / "dpctl-address-blocks"
+        lock_dir.mkdir(mode=0o1777, exist_ok=True)
+        for first in range(0, MAX_NODES // NODES_PER_BLOCK - count + 1):
+            files: list[IO[bytes]] = []
+            for block in range(first, first + count):
+                f = (lock_dir / f"{block}.lock").open("ab")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    f.close()
+                    break
+                files.append(f)
+            if len(files) == count:
+                return cls(first, files)
+            for held in files:
+                held.close()
+        raise ControlPlaneError("every block of loopback addresses is taken by other local clusters")
+
+    def release(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
 
 
 def _free_port() -> int:

@@ -137,7 +137,15 @@ class KubeHTTP:
             raise ValueError(f"{path}: embedded client certificates are not supported here")
         return cls(cluster["server"], ctx, token=user.get("token"))
 
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        content_type: str = "application/json",
+    ) -> Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         return request(
             self.server + path,
@@ -146,11 +154,20 @@ class KubeHTTP:
             context=self.context,
             headers=headers,
             timeout=self.timeout if timeout is None else timeout,
+            content_type=content_type,
         )
 
-    def call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         """Like :meth:`request` but returns the parsed body and raises :class:`HTTPError` unless 2xx."""
-        resp = self.request(method, path, body, timeout=timeout)
+        resp = self.request(method, path, body, timeout=timeout, content_type=content_type)
         if not resp.ok:
             raise HTTPError(method, self.server + path, resp.status, resp.body)
         return resp.body

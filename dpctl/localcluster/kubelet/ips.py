@@ -3,7 +3,9 @@
 Every process of the local cluster shares the host's network, so each node and each pod gets its
 own address in 127.0.0.0/8 (all of which reaches the loopback interface on Linux without any set
 up), and programs bind there instead of 0.0.0.0. Node ``i`` (0-based: ``node-1`` is 0) is
-``127.(64 + i // 256).(i % 256).1``; its pods get ``.2`` to ``.254`` of the same /24.
+``127.(64 + i // 256).(i % 256).1``; its pods get ``.2`` to ``.254`` of the same /24. Several
+local clusters on one machine each take a different block of 256 node indices
+(``--address-block``), so their pods never share an address.
 
 The allocator hands addresses out round-robin per node, like the host-local IPAM plugin, so a
 freed address is the last one to be reused: a client still talking to a pod that just went away
@@ -21,6 +23,7 @@ LAST_POD_HOST: Final = 254
 POD_ADDRESSES_PER_NODE: Final = LAST_POD_HOST - FIRST_POD_HOST + 1
 # 127.64.0.0 up to 127.254.255.0: room for 191 * 256 nodes, far more than one process serves.
 MAX_NODES: Final = (255 - 64) * 256
+NODES_PER_BLOCK: Final = 256
 
 
 class NoAddressError(RuntimeError):

@@ -35,6 +35,7 @@ from dpctl import log
 from dpctl.informer import Informer, kube_lister
 from dpctl.kube import PODS, Kube, RawObj
 from dpctl.localcluster import pki
+from dpctl.localcluster.kubelet import ips
 from dpctl.localcluster.kubelet.admin import AdminServer
 from dpctl.localcluster.kubelet.events import PodEvents
 from dpctl.localcluster.kubelet.ips import node_index, node_ip, node_name
@@ -75,6 +76,8 @@ class KubeletConfig:
     ca_cert: Path | None = None
     ca_key: Path | None = None
     kubelet_port: int = 10250
+    # Which 256-node block of 127.64.0.0/10 this cluster's addresses come from (see ips.py).
+    address_block: int = 0
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
     max_grace: float = 30.0
@@ -221,7 +224,7 @@ class SimKubelet:
     # -- nodes ----------------------------------------------------------------------------------
 
     async def _add_agent(self, name: str) -> NodeAgent:
-        index = node_index(name, self.cfg.node_prefix)
+        index = node_index(name, self.cfg.node_prefix) + self.cfg.address_block * ips.NODES_PER_BLOCK
         agent = NodeAgent(
             self._kube,
             name,

@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--status-interval", type=float, default=60.0, help="seconds between node status posts (leases: 10 s)"
     )
     parser.add_argument("--workers", type=int, default=8, help="pods synced concurrently")
+    parser.add_argument(
+        "--address-block",
+        type=int,
+        default=0,
+        help="which block of 256 node addresses to use (127.(64+block).x.y); one per local cluster",
+    )
     parser.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity (klog-style)")
     sub = parser.add_subparsers(dest="kubelet_command", metavar="ctl")
     ctl_parser = sub.add_parser("ctl", help="change a node of a running simulated kubelet")
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         max_grace=args.max_grace,
         status_interval=args.status_interval,
         workers=args.workers,
+        address_block=args.address_block,
     )
     try:
         asyncio.run(_serve(cfg))

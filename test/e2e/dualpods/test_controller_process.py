@@ -30,6 +30,7 @@ from e2e.recipe import (
 
 from dpctl import api
 from dpctl.api import LogMsg
+from dpctl.localcluster import kubehttp
 from dpctl.podbuild.smp import strategic_merge_patch
 
 from .conftest import dump
@@ -154,61 +155,70 @@ def _cases(errors: bool) -> list[Any]:
     return [pytest.param(c, id=c["name"]) for c in cases if ("error" in c) == errors]
 
 
-def _template(kubectl: Kubectl, name: str, template: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+def _api(cluster: Any) -> kubehttp.KubeHTTP:
+    return kubehttp.KubeHTTP.from_kubeconfig(Path(cluster.kubeconfig))
+
+
+def _template(
+    api_: kubehttp.KubeHTTP, ns: str, name: str, template: dict[str, Any], dry_run: bool
+) -> dict[str, Any]:
     body = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": template}
-    args = ["create", "-o", "json", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
-    out: dict[str, Any] = json.loads(kubectl.run(*args, input=json.dumps(body)))
+    query = "?dryRun=All" if dry_run else ""
+    out: dict[str, Any] = api_.call("POST", f"/api/v1/namespaces/{ns}/podtemplates{query}", body)
     return out
 
 
+def _patch(api_: kubehttp.KubeHTTP, ns: str, name: str, patch: Any) -> kubehttp.Response:
+    # fieldValidation=Ignore: the server drops leftover directive keys while decoding, as we do.
+    return api_.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/podtemplates/{name}?dryRun=All&fieldValidation=Ignore",
+        {"template": patch},
+        content_type="application/strategic-merge-patch+json",
+    )
+
+
 @pytest.mark.parametrize("case", _cases(errors=False))
-def test_strategic_merge_patch_agrees_with_the_api_server(kubectl: Kubectl, case: dict[str, Any]) -> None:
+def test_strategic_merge_patch_agrees_with_the_api_server(
+    cluster: Any, namespace: str, case: dict[str, Any]
+) -> None:
     """Replay a unit case on a real API server: a PodTemplate carries the same patch strategies
     as a Pod but may change freely. Both results are compared after the server's defaulting."""
+    api_ = _api(cluster)
     name = "smp-" + case["name"][:50].lower().replace("_", "-")
-    created = _template(kubectl, name, case["original"], dry_run=False)
-    try:
-        served = json.loads(
-            kubectl.run(
-                "patch",
-                "podtemplate",
-                name,
-                "--type=strategic",
-                "--dry-run=server",
-                "--validate=ignore",
-                "-o",
-                "json",
-                "-p",
-                json.dumps({"template": case["patch"]}),
-            )
-        )["template"]
-    finally:
-        kubectl.run("delete", "podtemplate", name, "--wait=false", check=False)
+    created = _template(api_, namespace, name, case["original"], dry_run=False)
+    served = _patch(api_, namespace, name, case["patch"])
+    assert served.ok, served.body
     ours = strategic_merge_patch(created["template"], case["patch"])
-    ours_defaulted = _template(kubectl, name + "-ours", ours, dry_run=True)["template"]
-    expected_defaulted = _template(kubectl, name + "-exp", case["expected"], dry_run=True)["template"]
-    assert ours_defaulted == served, "dpctl's strategic merge patch differs from the API server's"
-    assert expected_defaulted == served, "the unit golden differs from the API server's result"
+    ours_defaulted = _template(api_, namespace, name + "-ours", ours, dry_run=True)["template"]
+    expected_defaulted = _template(api_, namespace, name + "-exp", case["expected"], dry_run=True)["template"]
+    assert ours_defaulted == served.body["template"], _diff("dpctl", ours_defaulted, served.body["template"])
+    assert expected_defaulted == served.body["template"], _diff(
+        "unit golden", expected_defaulted, served.body["template"]
+    )
+
+
+def _diff(who: str, ours: Any, server: Any, path: str = "") -> str:
+    """Where ``ours`` and the server's result differ, as paths."""
+    if isinstance(ours, dict) and isinstance(server, dict):
+        keys = sorted(set(ours) | set(server))
+        return "; ".join(
+            _diff(who, ours.get(k), server.get(k), f"{path}.{k}")
+            for k in keys
+            if ours.get(k) != server.get(k)
+        )
+    if isinstance(ours, list) and isinstance(server, list) and len(ours) == len(server):
+        pairs = enumerate(zip(ours, server, strict=True))
+        return "; ".join(_diff(who, a, b, f"{path}[{i}]") for i, (a, b) in pairs if a != b)
+    return f"{path}: {who} has {ours!r}, the API server has {server!r}"
 
 
 @pytest.mark.parametrize("case", _cases(errors=True))
 def test_strategic_merge_patch_errors_are_errors_on_the_api_server(
-    kubectl: Kubectl, case: dict[str, Any]
+    cluster: Any, namespace: str, case: dict[str, Any]
 ) -> None:
+    api_ = _api(cluster)
     name = "smp-" + case["name"][:50].lower().replace("_", "-")
-    _template(kubectl, name, case["original"], dry_run=False)
-    try:
-        out = kubectl.run(
-            "patch",
-            "podtemplate",
-            name,
-            "--type=strategic",
-            "--dry-run=server",
-            "--validate=ignore",
-            "-p",
-            json.dumps({"template": case["patch"]}),
-            check=False,
-        )
-        assert out == "" or "patched" not in out
-    finally:
-        kubectl.run("delete", "podtemplate", name, "--wait=false", check=False)
+    _template(api_, namespace, name, case["original"], dry_run=False)
+    served = _patch(api_, namespace, name, case["patch"])
+    assert not served.ok, f"the API server accepted a patch dpctl refuses: {served.body}"
