@@ -22,6 +22,7 @@ from dpctl.emulator.args import USAGE, ServeArgsError, parse_serve_args
 from dpctl.emulator.devices import DeviceError, placement_from_env
 from dpctl.emulator.server import EMULATED_VLLM_VERSION, Emulator, EmulatorConfig, make_emulator_app
 from dpctl.emulator.simenv import STATE_DIR_ENV
+from dpctl.faults import Faults
 from dpctl.stub.serving import bind, start_runner, termination_signals
 
 log = logging.getLogger("vllm.entrypoints.openai.api_server")
@@ -96,7 +97,7 @@ async def _main(config: EmulatorConfig, env: Mapping[str, str]) -> int:
 async def _serve(emulator: Emulator, terminated: asyncio.Future[signal.Signals]) -> int:
     args = emulator.config.args
     host = args.host or listen_host()
-    runner = await start_runner(make_emulator_app(emulator))
+    runner = await start_runner(make_emulator_app(emulator, Faults.from_env(os.environ)))
     try:
         try:
             await bind(runner, host, args.port)

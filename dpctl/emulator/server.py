@@ -30,6 +30,7 @@ from dpctl.api import HEALTH_PATH, IS_SLEEPING_PATH, SLEEP_PATH, WAKE_UP_PATH
 from dpctl.emulator.args import ServeArgs
 from dpctl.emulator.devices import GpuSeat, cuda_oom_message
 from dpctl.emulator.ledger import Violation
+from dpctl.faults import Faults
 
 EMULATED_VLLM_VERSION: Final = "0.10.2"
 
@@ -183,8 +184,10 @@ class Emulator:
 _EMULATOR: Final = web.AppKey("emulator", Emulator)
 
 
-def make_emulator_app(emulator: Emulator) -> web.Application:
+def make_emulator_app(emulator: Emulator, faults: Faults | None = None) -> web.Application:
     app = web.Application()
+    if faults is not None:
+        faults.install(app)
     app[_EMULATOR] = emulator
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(MODELS_PATH, _models)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from dpctl.api import DEFAULT_PROBES_PORT, DEFAULT_SPI_PORT, PROBES_PORT_ENV, SPI_PORT_ENV, listen_host
+from dpctl.faults import Faults
 from dpctl.stub.discovery import default_discovery
 from dpctl.stub.server import BindError, StubServer, StubState
 from dpctl.stub.serving import termination_signals
@@ -57,7 +58,9 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 async def _serve(host: str, probes_port: int, spi_port: int) -> int:
-    server = StubServer(StubState(), default_discovery(), host, probes_port, spi_port)
+    server = StubServer(
+        StubState(), default_discovery(), host, probes_port, spi_port, Faults.from_env(os.environ)
+    )
     with termination_signals() as terminated:
         try:
             await server.start()

@@ -15,6 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from dpctl.api import ACCELERATORS_PATH, BECOME_READY_PATH, BECOME_UNREADY_PATH, READY_PATH
+from dpctl.faults import Faults
 from dpctl.stub.discovery import DiscoveryError, GpuDiscovery
 from dpctl.stub.serving import bind, start_runner
 
@@ -32,15 +33,19 @@ _STATE: Final = web.AppKey("state", StubState)
 _DISCOVERY: Final = web.AppKey("discovery", GpuDiscovery)
 
 
-def make_probes_app(state: StubState) -> web.Application:
+def make_probes_app(state: StubState, faults: Faults | None = None) -> web.Application:
     app = web.Application()
+    if faults is not None:
+        faults.install(app)
     app[_STATE] = state
     app.router.add_get(READY_PATH, _ready)
     return app
 
 
-def make_spi_app(state: StubState, discovery: GpuDiscovery) -> web.Application:
+def make_spi_app(state: StubState, discovery: GpuDiscovery, faults: Faults | None = None) -> web.Application:
     app = web.Application()
+    if faults is not None:
+        faults.install(app)
     app[_STATE] = state
     app[_DISCOVERY] = discovery
     app.router.add_get(ACCELERATORS_PATH, _accelerators)
@@ -90,11 +95,17 @@ class StubServer:
     """Both listeners of one stub. ``start`` binds both or neither."""
 
     def __init__(
-        self, state: StubState, discovery: GpuDiscovery, host: str, probes_port: int, spi_port: int
+        self,
+        state: StubState,
+        discovery: GpuDiscovery,
+        host: str,
+        probes_port: int,
+        spi_port: int,
+        faults: Faults | None = None,
     ) -> None:
         self._apps = (
-            ("probes", make_probes_app(state), probes_port),
-            ("spi", make_spi_app(state, discovery), spi_port),
+            ("probes", make_probes_app(state, faults), probes_port),
+            ("spi", make_spi_app(state, discovery, faults), spi_port),
         )
         self._host = host
         self._runners: list[web.AppRunner] = []
