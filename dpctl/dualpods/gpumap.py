@@ -62,6 +62,8 @@ def _parse_entry(node: str, text: Any) -> NodeEntry:
         doc = json.loads(text) if isinstance(text, str) else None
     except ValueError as err:
         return NodeEntry(error=f"{where} is not valid JSON: {err}")
+    except RecursionError:  # json.loads recurses once per level of [ or {
+        return NodeEntry(error=f"{where} nests JSON arrays or objects too deeply")
     if not isinstance(doc, dict):
         return NodeEntry(error=f'{where} must be a JSON object like {{"GPU-...": 0}}')
     gpus: dict[str, int] = {}

@@ -55,6 +55,7 @@ class MergeList:
 
 # Keys are field paths from the object's root; "[]" steps into the items of a list.
 Schema = Mapping[str, MergeList]
+_UNKEYED: Final = MergeList(None)
 
 
 def _under(prefix: str, table: Mapping[str, MergeList]) -> dict[str, MergeList]:
@@ -221,6 +222,10 @@ def _merge_field(
         original[key] = _merge_map(current, value, here, schema)
     elif isinstance(current, list):
         meta = schema.get(here.schema)
+        if meta is None and deleting:
+            # Go applies a deletion list the same way whatever the field's strategy: an atomic list
+            # of scalars loses the listed items; one of objects has no key to match them by.
+            meta = _UNKEYED
         original[key] = value if meta is None else _merge_list(current, value, meta, here, schema, deleting)
     else:
         original[key] = value
@@ -328,8 +333,11 @@ def _apply_element_orders(original: dict[str, Any], patch: dict[str, Any], at: _
                 raise PatchError(f"{at}: {directive} applies only to lists merged on a key")
             _require_keyed(order, key, here.field(directive))
         _check_order(incoming or [], order, key, here, directive)
+        live = current or []
         if current is not None and incoming is not None:
             merged = incoming if meta is None else _merge_list(current, incoming, meta, here, schema, False)
+            if key is not None:
+                live = _live_order_after_merge(current, incoming, key)
         elif current is not None:
             merged = current
         elif incoming is not None:
@@ -337,8 +345,35 @@ def _apply_element_orders(original: dict[str, Any], patch: dict[str, Any], at: _
         else:
             continue
         # Go fails to order a list that is empty on both sides; there is nothing to order, so we don't.
-        original[field] = merged if kind is None else _in_order(merged, order, current or [], key, here)
+        original[field] = merged if kind is None else _in_order(merged, order, live, key, here)
         patch.pop(field, None)
+
+
+def _live_order_after_merge(current: list[Any], patch: list[Any], key: str) -> list[Any]:
+    """The live list that Go orders a ``$setElementOrder`` result by, after it merged the patch.
+
+    Go's merge changes the live list's backing array in place and the ordering then reads the
+    live list through its old slice header: deleting an item shifts the later ones left, and
+    each item the patch adds fills the next freed slot. So an added item can take a live
+    position, and the server slots the live-only items in around it accordingly. Items added
+    beyond the old length land outside that view (in place or in a new array, whatever the
+    capacity), so this answer does not depend on the capacity Go allocated.
+    """
+    backing = list(current)
+    length = len(backing)
+    for item in patch:
+        if item.get(_PATCH) == "delete":
+            while (found := _index(backing[:length], item, key)) >= 0:
+                backing[found : length - 1] = backing[found + 1 : length]
+                length -= 1
+    if any(item.get(_PATCH) == "replace" for item in patch):
+        return backing  # the list is replaced, but its deletions still happened in place
+    for item in patch:
+        if _PATCH not in item and _index(backing[:length], item, key) < 0:
+            if length < len(backing):
+                backing[length] = item
+            length += 1
+    return backing
 
 
 def _list_or_absent(parent: dict[str, Any], field: str, at: _At) -> list[Any] | None:

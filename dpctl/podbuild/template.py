@@ -14,8 +14,11 @@ Python object, file or network, and cannot make Jinja's compile-time constant fo
 ``9**9**9``. Rendering then runs in `ImmutableSandboxedEnvironment` with `StrictUndefined`, no
 loader and no globals, as a second line of defence. Input and output sizes are bounded.
 
-Filters: ``lower``, ``upper`` and ``trim`` only; none of them can grow its input, so the output
-stays within a small multiple of the input without help from the sandbox.
+Filters: ``lower``, ``upper`` and ``trim`` only; none of them grows its input by more than Unicode
+case mapping does (``'ß'|upper`` is ``SS``), so the output stays within a small multiple of the
+input without help from the sandbox. Expressions and blocks may nest at most `MAX_NESTING` deep, so
+neither Jinja's recursive compiler nor our checks can run out of stack. Rendering turns CRLF
+and lone CR line breaks into LF, as Jinja does; YAML reads all three as the same line break.
 
 Does not: parse the rendered YAML (see `yamltext`), support Go pipelines or functions
 (``printf``, ``index``, ...), or cache compiled templates.
@@ -38,6 +41,7 @@ from dpctl.api import SERVER_PATCH_ANNOTATION
 TEMPLATE_MAX_BYTES: Final = 64 * 1024
 RENDERED_MAX_BYTES: Final = 256 * 1024
 SAFE_FILTERS: Final = frozenset({"lower", "upper", "trim"})
+MAX_NESTING: Final = 64
 
 _ALLOWED_NODES: Final = frozenset(
     {
@@ -90,7 +94,10 @@ class TemplateError(Exception):
 
 def render_server_patch(text: str, data: Mapping[str, str]) -> str:
     """Render ``text`` with ``data`` (e.g. ``{"NodeName": node}``); raise TemplateError."""
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as error:  # a lone surrogate: JSON's \ud800 escapes can make one
+        raise _error(None, "is not valid Unicode text") from error
     if size > TEMPLATE_MAX_BYTES:
         raise _error(None, f"is {size} bytes long; the limit is {TEMPLATE_MAX_BYTES}")
     source = _GO_FIELD.sub(r"\1", text)
@@ -99,8 +106,12 @@ def render_server_patch(text: str, data: Mapping[str, str]) -> str:
         parsed = environment.parse(source)
     except jinja2.TemplateSyntaxError as error:
         raise _error(error.lineno, _syntax_hint(error.message or "syntax error")) from error
+    except RecursionError as error:  # Jinja's parser recurses once per level of nesting
+        raise _error(None, f"nests expressions or blocks too deeply (the limit is {MAX_NESTING})") from error
+    except ValueError as error:  # an integer literal with more digits than Python converts
+        raise _error(None, "a number literal is too long") from error
     _check_language(parsed, data)
-    template = environment.from_string(source)
+    template = environment.from_string(parsed)  # compile the very tree that was checked
     try:
         return "".join(_limited(template.generate(dict(data))))
     except (jinja2.TemplateError, TypeError, ValueError) as error:
@@ -120,7 +131,9 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 def _check_language(template: nodes.Template, data: Mapping[str, str]) -> None:
     fields = ", ".join(f".{name}" for name in sorted(data))
-    for node in _walk(template):
+    for node, depth in _walk(template):
+        if depth > MAX_NESTING:
+            raise _error(node.lineno, f"nests expressions or blocks more than {MAX_NESTING} deep")
         if type(node) not in _ALLOWED_NODES:
             raise _error(
                 node.lineno, f"{_describe(node)} cannot be used in this template; it may use {fields}"
@@ -138,11 +151,15 @@ def _describe(node: nodes.Node) -> str:
     return _REFUSED_WORDS.get(type(node).__name__, f"the {type(node).__name__} construct")
 
 
-def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
-    """All nodes in source order, parents before children."""
-    yield node
-    for child in node.iter_child_nodes():
-        yield from _walk(child)
+def _walk(root: nodes.Node) -> Iterator[tuple[nodes.Node, int]]:
+    """All nodes with their depth (the root's is 0), in source order, parents before children.
+
+    Iterative, so a deep tree cannot exhaust the stack before its depth is checked."""
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((child, depth + 1) for child in reversed(list(node.iter_child_nodes())))
 
 
 def _limited(chunks: Iterator[str]) -> Iterator[str]:
