@@ -16,6 +16,7 @@ and wait for the object to change; transient failures (HTTP, API) retry with bac
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +42,8 @@ SETTLE_POLL_S = 0.5
 # Consecutive failures of /sleep (on unbind) or /wake_up (bound) before the runner is deleted
 # instead: a wedged server must not hold a GPU or a requester forever.
 MAX_SLEEP_FAILURES = 3
+# A stub that has just started may not listen yet: its first refusals are not worth a status error.
+GPU_QUERY_GRACE_S = 5.0
 MAX_WAKE_FAILURES = 3
 
 
@@ -292,11 +295,15 @@ class Reconciler:
             try:
                 uuids = tuple(await self.fx.query_gpus(podview.pod_ip(requester), admin_port))
             except HttpCallError as err:
-                await self._ensure_requester_state(
-                    st, requester, None, [f"cannot get the GPUs from the requester: {err}"]
-                )
+                now = time.monotonic()
+                st.gpu_query_failing_since = st.gpu_query_failing_since or now
+                if now - st.gpu_query_failing_since >= GPU_QUERY_GRACE_S:
+                    await self._ensure_requester_state(
+                        st, requester, None, [f"cannot get the GPUs from the requester: {err}"]
+                    )
                 return Retry(f"querying GPUs of {name}: {err}")
             st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)
+            st.gpu_query_failing_since = None
             self.log.info(LogMsg.FOUND_GPUS, requester=name, node=node, gpuUUIDs=list(uuids))
         try:
             indices = gpumap.indices_for(self.cache.gpu_map(), node, uuids)

@@ -26,6 +26,8 @@ class ServerState:
     # The stub's answer, per requester container instance; a failure is never cached.
     gpu_uuids: tuple[str, ...] = ()
     gpu_uuids_from: tuple[str, int] | None = None
+    # When the stub first failed to answer (monotonic); a stub just starting is not an error yet.
+    gpu_query_failing_since: float | None = None
     # The runner instance known to be awake (we created it, woke it, or asked it).
     awake_instance: tuple[str, int] | None = None
     # Readiness last relayed, and to which requester container instance.

@@ -102,9 +102,14 @@ async def test_gpus_are_asked_once_per_stub_instance() -> None:
     assert rec.verbs().count("query_gpus") == 1
 
 
-async def test_failed_gpu_query_is_reported_and_retried_never_cached() -> None:
+async def test_failed_gpu_query_is_reported_and_retried_never_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
     r, rec = make(world)
+    clock = [1000.0]
+    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    assert patches_of(rec, "req-a") == []  # a stub just starting is not an error yet
+    clock[0] += 6
     outcome = await r.reconcile(ServerKey("uid-a"))
     assert isinstance(outcome, Retry)
     status = json.loads(patches_of(rec, "req-a")[0]["metadata"]["annotations"][api.STATUS_ANNOTATION])
