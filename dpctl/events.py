@@ -114,7 +114,7 @@ class EventRecorder:
                 await self._write(item)
             except ApiError as err:
                 _log.warning("Could not record an Event", reason=item["reason"], error=str(err))
-            except (OSError, TimeoutError) as err:
+            except Exception as err:  # a dropped connection must not end recording for good
                 _log.warning("Could not record an Event", reason=item["reason"], error=repr(err))
 
     async def _write(self, item: dict[str, Any]) -> None:

@@ -7,6 +7,14 @@ optimistic (resourceVersion), so two candidates never both win. Timestamps are M
 formatted explicitly (``datetime.isoformat`` drops the fraction when it is zero, which the API
 server rejects).
 
+Two rules keep that promise when the network and clocks misbehave, as in client-go:
+- expiry is judged by this process's monotonic clock, from when it last saw the Lease change,
+  never by comparing the holder's ``renewTime`` with the local wall clock (skewed clocks would
+  let a standby take a live leader's Lease);
+- each renewal attempt is cut off at the renew deadline, so a hung API call cannot keep a
+  leader acting after its Lease may have passed to another; any failure of an attempt
+  (HTTP, connection, a body that is not JSON) counts as a failed attempt, never ends the loop.
+
 Generic: knows Leases, not what the leader does.
 """
 
@@ -30,15 +38,6 @@ def micro_time(t: dt.datetime | None = None) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(ts: str | None) -> dt.datetime | None:
-    if not ts:
-        return None
-    try:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class LeaseSettings:
     name: str
@@ -58,20 +57,30 @@ class LeaderElector:
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
         self.observed_holder = ""
+        # The Lease's spec as last read, and when (monotonic) it was first seen like that.
+        self._observed_spec: dict[str, Any] | None = None
+        self._observed_at = 0.0
 
     async def run(self) -> None:
         """Acquire, then renew until renewal fails past the deadline (sets ``lost``) or cancelled."""
-        await self._acquire()
+        last_renew = await self._acquire()
         self.leading.set()
         _log.info("Became leader", lease=self.s.name, identity=self.s.identity)
-        last_renew = time.monotonic()
         try:
             while True:
                 await asyncio.sleep(self.s.retry_period_s)
-                if await self._try():
-                    last_renew = time.monotonic()
-                elif time.monotonic() - last_renew > self.s.renew_deadline_s:
-                    _log.warning("Lost leadership: could not renew the lease in time", lease=self.s.name)
+                # Measured from the start of the last good attempt: its renewTime is no later.
+                started = time.monotonic()
+                left = self.s.renew_deadline_s - (started - last_renew)
+                if left > 0 and await self._try_within(left):
+                    last_renew = started
+                    continue
+                taken = self.observed_holder not in ("", self.s.identity)
+                if taken or time.monotonic() - last_renew >= self.s.renew_deadline_s:
+                    why = (
+                        f"the lease is held by {self.observed_holder}" if taken else "could not renew in time"
+                    )
+                    _log.warning(f"Lost leadership: {why}", lease=self.s.name)
                     self.leading.clear()
                     self.lost.set()
                     return
@@ -79,11 +88,20 @@ class LeaderElector:
             await self._release()
             raise
 
-    async def _acquire(self) -> None:
+    async def _acquire(self) -> float:
+        """Try until this candidate holds the lease; the monotonic start of the winning attempt."""
         while True:
+            started = time.monotonic()
             if await self._try():
-                return
+                return started
             await asyncio.sleep(self.s.retry_period_s * (1 + random.random() * 0.2))
+
+    async def _try_within(self, seconds: float) -> bool:
+        try:
+            return await asyncio.wait_for(self._try(), seconds)
+        except TimeoutError:
+            _log.progress("Lease renewal timed out", lease=self.s.name, seconds=round(seconds, 3))
+            return False
 
     async def _try(self) -> bool:
         """One acquire-or-renew attempt; True when this candidate holds the lease afterwards."""
@@ -95,16 +113,20 @@ class LeaderElector:
                 _log.progress("Lease read failed", error=str(err))
                 return False
             return await self._write(None, now, acquire=True)
-        except (OSError, TimeoutError) as err:
+        except Exception as err:  # connection reset, timeout, a body that is not JSON: try again
             _log.progress("Lease read failed", error=repr(err))
             return False
         spec = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
         self.observed_holder = holder
+        if spec != self._observed_spec:
+            self._observed_spec, self._observed_at = dict(spec), time.monotonic()
         if holder and holder != self.s.identity:
-            renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
-            duration = float(spec.get("leaseDurationSeconds") or self.s.lease_duration_s)
-            if renewed is not None and (now - renewed).total_seconds() < duration:
+            try:
+                duration = float(spec.get("leaseDurationSeconds") or self.s.lease_duration_s)
+            except (TypeError, ValueError):
+                duration = self.s.lease_duration_s
+            if time.monotonic() - self._observed_at < duration:
                 return False
         return await self._write(lease, now, acquire=holder != self.s.identity)
 
@@ -133,7 +155,7 @@ class LeaderElector:
             if not (err.conflict or err.already_exists):
                 _log.progress("Lease write failed", error=str(err))
             return False
-        except (OSError, TimeoutError) as err:
+        except Exception as err:  # any failure is a failed attempt
             _log.progress("Lease write failed", error=repr(err))
             return False
         return True
@@ -152,5 +174,5 @@ class LeaderElector:
                     "leaseDurationSeconds": 1,
                 }
                 await self.kube.update(LEASES, {**lease, "spec": spec}, self.s.namespace)
-        except (ApiError, OSError, TimeoutError) as err:
+        except Exception as err:  # best effort: the lease expires anyway
             _log.progress("Could not release the lease", error=repr(err))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -35,8 +36,20 @@ def level_for_verbosity(v: int) -> int:
     return logging.DEBUG
 
 
+_BEARER: Final = re.compile(r"(?i)\b(bearer)\s+[^\s,;\"']+")
+
+
 def _masked(key: str, value: Any) -> Any:
-    return "<redacted>" if any(h in key.lower() for h in _SECRET_HINTS) else value
+    """The value as it may be logged: secrets (by key, at any depth, or a bearer token) masked."""
+    if any(h in key.lower() for h in _SECRET_HINTS):
+        return "<redacted>"
+    if isinstance(value, str):
+        return _BEARER.sub(r"\1 <redacted>", value)
+    if isinstance(value, Mapping):
+        return {k: _masked(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked("", v) for v in value]
+    return value
 
 
 class KV(logging.LoggerAdapter[logging.Logger]):

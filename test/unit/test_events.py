@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from helpers import async_wait_for
+import aiohttp
 
 from dpctl.events import EventRecorder
+from helpers import async_wait_for
 
 
 class FakeKube:
@@ -62,3 +63,31 @@ async def test_pending_queue_is_bounded() -> None:
     for i in range(10):
         rec.record(pod(f"u{i}"), "Normal", "R", "m")
     assert rec.dropped == 7
+
+
+async def test_a_dropped_connection_loses_one_event_not_the_recorder() -> None:
+    """aiohttp's ServerDisconnectedError is not an OSError; it must not end the drain task."""
+
+    class Flaky(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures = 1
+
+        async def create(
+            self, res: Any, body: Any, namespace: str | None = None, **kw: Any
+        ) -> dict[str, Any]:
+            if self.failures:
+                self.failures -= 1
+                raise aiohttp.ServerDisconnectedError()
+            return await super().create(res, body, namespace, **kw)
+
+    kube = Flaky()
+    rec = EventRecorder(kube, "ns", "c")  # type: ignore[arg-type]
+    task = asyncio.create_task(rec.run())
+    rec.record(pod("u1"), "Normal", "R", "lost with the connection")
+    rec.record(pod("u2"), "Normal", "R", "recorded after it")
+    await async_wait_for(lambda: len(kube.created) == 1, 5, "the second event recorded")
+    assert not task.done()
+    assert kube.created[0]["involvedObject"]["uid"] == "u2"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -7,11 +7,12 @@ import copy
 import datetime as dt
 from typing import Any
 
+import aiohttp
 import pytest
-from helpers import async_wait_for
 
 from dpctl.kube import ApiError
 from dpctl.leaderelection import LeaderElector, LeaseSettings, micro_time
+from helpers import async_wait_for
 
 
 class FakeLeases:
@@ -115,3 +116,116 @@ async def test_a_dead_leaders_lease_is_taken_only_after_it_expires() -> None:
     assert taken_after >= 1.0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_live_leader_with_a_slow_clock_keeps_its_lease() -> None:
+    """Expiry is judged from when the Lease last changed, by the local clock: a leader whose wall
+    clock is an hour behind still holds its Lease while it renews."""
+    leases = FakeLeases()
+    renewals = 0
+
+    async def skewed_leader() -> None:
+        nonlocal renewals
+        while True:
+            leases.rv += 1
+            renewals += 1
+            leases.objs["lease"] = {
+                "metadata": {"name": "lease", "resourceVersion": str(leases.rv)},
+                "spec": {
+                    "holderIdentity": "skewed",
+                    "leaseDurationSeconds": 1,
+                    "renewTime": micro_time(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+                },
+            }
+            await asyncio.sleep(0.05)  # the leader's retry period
+
+    renewing = asyncio.create_task(skewed_leader())
+    b = LeaderElector(leases, settings("b"))  # type: ignore[arg-type]
+    task = asyncio.create_task(b.run())
+    # Well over a lease duration (1 s) of renewals: the standby never takes over.
+    await async_wait_for(lambda: renewals >= 40, 10, "two seconds of renewals by the skewed leader")
+    assert not b.leading.is_set()
+    assert leases.objs["lease"]["spec"]["holderIdentity"] == "skewed"
+    renewing.cancel()
+    stopped = asyncio.get_running_loop().time()
+    await asyncio.wait_for(b.leading.wait(), 5)
+    assert asyncio.get_running_loop().time() - stopped >= 0.9  # a full lease duration after the last change
+    task.cancel()
+    await asyncio.gather(task, renewing, return_exceptions=True)
+
+
+class HangingLeases(FakeLeases):
+    """Reads never answer once ``hang`` is set, like an API server that accepted the connection
+    and went silent (the client's own timeout is much longer than the renew deadline)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = False
+
+    async def get(self, res: Any, name: str, namespace: str | None = None) -> dict[str, Any]:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super().get(res, name, namespace)
+
+
+async def test_a_hung_renewal_steps_down_by_the_renew_deadline() -> None:
+    leases = HangingLeases()
+    a = LeaderElector(leases, settings("a"))  # type: ignore[arg-type]
+    task = asyncio.create_task(a.run())
+    await asyncio.wait_for(a.leading.wait(), 5)
+    last_renewal = leases.rv
+    await async_wait_for(lambda: leases.rv > last_renewal, 5, "a renewal")
+    leases.hang = True
+    hung_at = asyncio.get_running_loop().time()
+    # Renew deadline 0.4 s: stepped down well before the lease (0.6 s) could pass to another.
+    await asyncio.wait_for(a.lost.wait(), 5)
+    assert asyncio.get_running_loop().time() - hung_at < 0.6
+    assert not a.leading.is_set()
+    await task
+
+
+class DisconnectingLeases(FakeLeases):
+    """Reads fail with aiohttp's ServerDisconnectedError (not an OSError) while ``drop`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = False
+
+    async def get(self, res: Any, name: str, namespace: str | None = None) -> dict[str, Any]:
+        if self.drop:
+            raise aiohttp.ServerDisconnectedError()
+        return await super().get(res, name, namespace)
+
+
+async def test_a_dropped_connection_fails_an_attempt_never_the_election() -> None:
+    leases = DisconnectingLeases()
+    a = LeaderElector(leases, settings("a"))  # type: ignore[arg-type]
+    ta = asyncio.create_task(a.run())
+    await asyncio.wait_for(a.leading.wait(), 5)
+    leases.drop = True
+    b = LeaderElector(leases, settings("b"))  # type: ignore[arg-type]
+    tb = asyncio.create_task(b.run())
+    # The leader steps down cleanly (it cannot renew); it does not die with the error.
+    await asyncio.wait_for(a.lost.wait(), 5)
+    await ta
+    # The candidate keeps trying through the errors and wins once the API answers again.
+    assert not tb.done()
+    leases.drop = False
+    await asyncio.wait_for(b.leading.wait(), 5)
+    tb.cancel()
+    await asyncio.gather(tb, return_exceptions=True)
+
+
+async def test_a_leader_that_sees_another_holder_steps_down_at_once() -> None:
+    leases = FakeLeases()
+    slow = LeaseSettings("lease", "ns", "a", lease_duration_s=60, renew_deadline_s=30, retry_period_s=0.05)
+    a = LeaderElector(leases, slow)  # type: ignore[arg-type]
+    task = asyncio.create_task(a.run())
+    await asyncio.wait_for(a.leading.wait(), 5)
+    lease = leases.objs["lease"]
+    lease["spec"] = {**lease["spec"], "holderIdentity": "intruder", "renewTime": micro_time()}
+    leases.rv += 1
+    lease["metadata"]["resourceVersion"] = str(leases.rv)
+    # Not after the 30 s renew deadline: the next attempt shows it is not the leader.
+    await asyncio.wait_for(a.lost.wait(), 5)
+    await task
