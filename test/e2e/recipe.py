@@ -5,13 +5,20 @@ The ReplicaSet and both server-patch forms (``--model=...`` and the ``{{ .NodeNa
 form) follow ``e2e-recipe.md``. Two numbers differ, and only where a test asks: probe delays are
 shortened and the vLLM emulator's model load takes seconds instead of minutes, so a case runs in
 seconds; the shape of every object is the recipe's.
+
+On a cluster other than the local one, ``$DPCTL_E2E_REQUESTER_IMAGE`` names a requester image it
+can pull. Pod HTTP endpoints (``/is_sleeping``, ``/metrics``) are reached directly on the local
+cluster (pod IPs are loopback addresses, which the API server refuses to proxy) and through the
+API server's pod proxy elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +27,11 @@ import yaml
 
 from dpctl import api
 
-REQUESTER_IMAGE = "registry.local/dpctl/requester:latest"
+REQUESTER_IMAGE = os.environ.get("DPCTL_E2E_REQUESTER_IMAGE") or "registry.local/dpctl/requester:latest"
 VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.10.2"
+# The volume form's claims: one per Node (the staged models) and one shared (compile caches).
+LOCAL_CLAIM_PREFIX = "vcp-local-"
+SHARED_CLAIM = "vcp-cephfs-shared"
 
 _counter = iter(range(1, 1_000_000))
 
@@ -84,7 +94,10 @@ class ServerPatch:
                 {"name": "shared", "mountPath": "/pvcs/shared"},
             ]
             patch["spec"]["volumes"] = [
-                {"name": "local", "persistentVolumeClaim": {"claimName": "vcp-local-{{ .NodeName }}"}}
+                {
+                    "name": "local",
+                    "persistentVolumeClaim": {"claimName": LOCAL_CLAIM_PREFIX + "{{ .NodeName }}"},
+                }
             ]
         return yaml.safe_dump(patch, sort_keys=False)
 
@@ -124,7 +137,7 @@ def mkrs(
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
     if patch is not None and not isinstance(patch, str) and patch.model_form == "node-volume":
-        spec["volumes"] = [{"name": "shared", "persistentVolumeClaim": {"claimName": "vcp-cephfs-shared"}}]
+        spec["volumes"] = [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_CLAIM}}]
     selector_labels = {"app": "dp-example"}  # the recipe's; the server-patch must drop it
     return {
         "apiVersion": "apps/v1",
@@ -177,6 +190,21 @@ class Kubectl:
     def scale(self, rs: str, replicas: int) -> None:
         self.run("scale", f"rs/{rs}", f"--replicas={replicas}")
 
+    def annotate(self, pod: str, key: str, value: str) -> str:
+        """Set an annotation on a Pod; the Pod's resourceVersion after the change."""
+        return self.run(
+            "annotate",
+            "pod",
+            pod,
+            f"{key}={value}",
+            "--overwrite",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        )
+
+    def delete_pod(self, name: str, *flags: str) -> None:
+        self.run("delete", "pod", name, "--wait=false", *flags)
+
 
 def requesters_of(pods: Sequence[Mapping[str, Any]], rs: str) -> list[Mapping[str, Any]]:
     return [
@@ -223,3 +251,89 @@ def cuda_visible_devices(runner: Mapping[str, Any]) -> str:
                 if e["name"] == "CUDA_VISIBLE_DEVICES":
                     return str(e.get("value", ""))
     return ""
+
+
+def annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return pod["metadata"].get("annotations") or {}
+
+
+def labels(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return pod["metadata"].get("labels") or {}
+
+
+def name_of(pod: Mapping[str, Any]) -> str:
+    return str(pod["metadata"]["name"])
+
+
+def deleting(pod: Mapping[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def bound_pair(kubectl: Kubectl, rs: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The ReplicaSet's one live requester and its bound runner, once both exist."""
+    pods = kubectl.pods()
+    reqs = [r for r in requesters_of(pods, rs) if not deleting(r)]
+    if len(reqs) != 1:
+        return None
+    runner = bound_runner_of(pods, reqs[0])
+    return (dict(reqs[0]), dict(runner)) if runner is not None else None
+
+
+def ready_since(pod: Mapping[str, Any]) -> str:
+    """When the Pod's Ready condition last became what it is (RFC 3339, whole seconds)."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("lastTransitionTime") or "")
+    return ""
+
+
+def gpu_request(pod: Mapping[str, Any]) -> int:
+    """GPUs a Pod asks for (its containers' ``nvidia.com/gpu`` limits)."""
+    total = 0
+    for c in pod["spec"].get("containers") or []:
+        limits = (c.get("resources") or {}).get("limits") or {}
+        total += int(str(limits.get(api.GPU_RESOURCE, "0")))
+    return total
+
+
+def placeholder_pod(name: str, node: str, gpus: int = 1) -> dict[str, Any]:
+    """A plain Pod that holds GPUs of a Node: the requester image without a server-patch, so no
+    controller takes it for a requester."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "gpu-placeholder"}},
+        "spec": {
+            "nodeSelector": {api.HOSTNAME_LABEL: node},
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "holder",
+                    "image": REQUESTER_IMAGE,
+                    "resources": {"limits": {api.GPU_RESOURCE: str(gpus), "cpu": "100m", "memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def pod_get(kubectl: Kubectl, pod: Mapping[str, Any], port: int, path: str, *, direct: bool) -> bytes:
+    """GET a Pod's HTTP endpoint: straight to its IP (``direct``) or through the API server proxy."""
+    if direct:
+        url = f"http://{pod['status']['podIP']}:{port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body: bytes = resp.read()
+            return body
+    raw = f"/api/v1/namespaces/{kubectl.namespace}/pods/{name_of(pod)}:{port}/proxy{path}"
+    return kubectl.run("get", "--raw", raw).encode()
+
+
+def is_sleeping(kubectl: Kubectl, runner: Mapping[str, Any], *, direct: bool = True) -> bool:
+    """What the runner's inference server answers on ``/is_sleeping`` (the recipe's HTTP GET)."""
+    port = 8000
+    for c in runner["spec"]["containers"]:
+        if c["name"] == api.INFERENCE_SERVER_CONTAINER:
+            port = int((c.get("readinessProbe") or {}).get("httpGet", {}).get("port", port))
+    return bool(
+        json.loads(pod_get(kubectl, runner, port, api.IS_SLEEPING_PATH, direct=direct))["is_sleeping"]
+    )

@@ -16,15 +16,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
-from e2e.recipe import Kubectl
 
 from dpctl import api
 from dpctl.emulator.gputable import load_gpu_table
 from dpctl.emulator.ledger import Ledger
 from dpctl.emulator.simenv import ledger_path
+from e2e.recipe import Kubectl
 
 DPCTL = Path(sys.executable).with_name("dpctl")
 
@@ -133,10 +133,10 @@ def start_controller(
     yield start
     for proc in started:
         proc.stop()
-    _release_finalizers(kubectl)
+    release_finalizers(kubectl)
 
 
-def _release_finalizers(kubectl: Kubectl) -> None:
+def release_finalizers(kubectl: Kubectl) -> None:
     """Leave nothing Terminating behind: the controller that owned these finalizers is gone."""
     for pod in kubectl.pods():
         if any(f.startswith("dual-pods.llm-d.ai/") for f in pod["metadata"].get("finalizers") or []):
@@ -151,8 +151,19 @@ def _release_finalizers(kubectl: Kubectl) -> None:
             )
 
 
-def dump(kubectl: Kubectl, controller: ControllerProcess | None) -> str:
-    """What a person needs when a case fails: the dual pods, their status, the controller's log tail."""
+_release_finalizers = release_finalizers  # the name other suites import
+
+
+class HasLog(Protocol):
+    """A controller whose log a test can read: a process here, the chart's Deployment elsewhere."""
+
+    def log(self) -> str: ...
+
+
+def dump(kubectl: Kubectl, controller: HasLog | None, tail: int = 60) -> str:
+    """What a person needs when a case fails: the dual pods (with the dual and sleeping labels),
+    their status and accelerators annotations, finalizers and deletion state, the ReplicaSets,
+    the Nodes (cordons), the namespace's warning Events and the controller's log tail."""
     lines = [
         kubectl.run("get", "pods", "-o", "wide", "-L", f"{api.DUAL_LABEL},{api.SLEEPING_LABEL}", check=False)
     ]
@@ -160,10 +171,28 @@ def dump(kubectl: Kubectl, controller: ControllerProcess | None) -> str:
         ann = pod["metadata"].get("annotations") or {}
         lines.append(
             f"{pod['metadata']['name']}: status={ann.get(api.STATUS_ANNOTATION)} "
-            f"requester={ann.get(api.REQUESTER_ANNOTATION)} finalizers={pod['metadata'].get('finalizers')} "
+            f"requester={ann.get(api.REQUESTER_ANNOTATION)} accelerators={ann.get(api.ACCELERATORS_ANNOTATION)} "
+            f"finalizers={pod['metadata'].get('finalizers')} "
             f"deleting={bool(pod['metadata'].get('deletionTimestamp'))}"
         )
+    lines.append(kubectl.run("get", "replicasets", "-o", "wide", check=False))
+    lines.append(kubectl.run("get", "nodes", "-L", api.HOSTNAME_LABEL, check=False))
+    lines.append("--- warning events ---")
+    lines.append(
+        kubectl.run(
+            "get",
+            "events",
+            # The local cluster's loopback pod IPs cannot be Endpoints: noise, not news.
+            "--field-selector=type=Warning,reason!=FailedToCreateEndpoint,reason!=FailedToUpdateEndpoint,"
+            "reason!=FailedToUpdateEndpointSlices",
+            "--sort-by=.lastTimestamp",
+            check=False,
+        )
+    )
     if controller is not None:
         lines.append("--- controller log (tail) ---")
-        lines.extend(controller.log().splitlines()[-60:])
+        try:
+            lines.extend(controller.log().splitlines()[-tail:])
+        except Exception as e:  # a diagnostic must never hide the failure it explains
+            lines.append(f"(cannot read the controller log: {e})")
     return "\n".join(lines)

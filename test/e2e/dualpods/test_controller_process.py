@@ -7,52 +7,35 @@ patch agrees with the API server's.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import wait_for
-from e2e.recipe import (
-    Kubectl,
-    ServerPatch,
-    bound_runner_of,
-    cuda_visible_devices,
-    is_ready,
-    mkrs,
-    requesters_of,
-    runners,
-    status_errors,
-    unique_name,
-)
 
 from dpctl import api
 from dpctl.api import LogMsg
 from dpctl.localcluster import kubehttp
 from dpctl.podbuild.smp import strategic_merge_patch
+from e2e.recipe import (
+    Kubectl,
+    ServerPatch,
+    bound_pair,
+    cuda_visible_devices,
+    is_ready,
+    is_sleeping,
+    mkrs,
+    runners,
+    status_errors,
+    unique_name,
+)
+from helpers import wait_for
 
 from .conftest import dump
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 90
-
-
-def _one_pair(kubectl: Kubectl, rs: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    pods = kubectl.pods()
-    reqs = [r for r in requesters_of(pods, rs) if not r["metadata"].get("deletionTimestamp")]
-    if len(reqs) != 1:
-        return None
-    runner = bound_runner_of(pods, reqs[0])
-    return (dict(reqs[0]), dict(runner)) if runner is not None else None
-
-
-def _is_sleeping(runner: dict[str, Any]) -> bool:
-    url = f"http://{runner['status']['podIP']}:8000{api.IS_SLEEPING_PATH}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return bool(json.loads(resp.read())["is_sleeping"])
 
 
 def test_example_1_cycle_and_example_7_sleep_and_wake(
@@ -64,7 +47,7 @@ def test_example_1_cycle_and_example_7_sleep_and_wake(
     # the same (lowest free) GPU to the next requester there.
     kubectl.apply(mkrs(rs, ServerPatch(), node_selector={api.HOSTNAME_LABEL: "node-1"}))
     try:
-        req, runner = wait_for(lambda: _one_pair(kubectl, rs), TIMEOUT, "a requester and its bound runner")
+        req, runner = wait_for(lambda: bound_pair(kubectl, rs), TIMEOUT, "a requester and its bound runner")
         assert runner["metadata"]["name"] == req["metadata"]["name"] + api.RUNNER_NAME_SUFFIX
         uuids = wait_for(
             lambda: (
@@ -94,18 +77,18 @@ def test_example_1_cycle_and_example_7_sleep_and_wake(
         assert sleeper is not None and not sleeper["metadata"].get("finalizers")
         assert api.REQUESTER_ANNOTATION not in sleeper["metadata"]["annotations"]
         assert sleeper["metadata"]["labels"][api.SLEEPING_LABEL] == "true"
-        assert _is_sleeping(sleeper)
+        assert is_sleeping(kubectl, sleeper)
         wait_for(lambda: controller.count(LogMsg.END_OF_LIFE) >= 1, 30, "End of life in the log")
         assert controller.count(LogMsg.UNBOUND_RUNNER) == 1
         relayed_before = controller.count(LogMsg.RELAYED_READINESS)
 
         # Example 7: back to 1 replica: a new requester on the same GPU wakes the same runner.
         kubectl.scale(rs, 1)
-        req2, runner2 = wait_for(lambda: _one_pair(kubectl, rs), TIMEOUT, "a new requester bound")
+        req2, runner2 = wait_for(lambda: bound_pair(kubectl, rs), TIMEOUT, "a new requester bound")
         assert req2["metadata"]["name"] != req["metadata"]["name"]
         assert runner2["metadata"]["uid"] == runner["metadata"]["uid"]
         wait_for(lambda: is_ready(kubectl.pod(req2["metadata"]["name"])), TIMEOUT, "new requester Ready")
-        assert not _is_sleeping(kubectl.pod(runner["metadata"]["name"]) or runner2)
+        assert not is_sleeping(kubectl, kubectl.pod(runner["metadata"]["name"]) or runner2)
         assert len(runners(kubectl.pods())) == 1
         assert controller.count(LogMsg.BOUND_RUNNER) == 1
         wait_for(lambda: controller.count(LogMsg.RELAYED_READINESS) > relayed_before, 30, "a new relay")
@@ -125,7 +108,7 @@ def test_example_2_runner_deletion_is_reflected(
     rs = unique_name()
     kubectl.apply(mkrs(rs, ServerPatch()))
     try:
-        req, runner = wait_for(lambda: _one_pair(kubectl, rs), TIMEOUT, "a bound pair")
+        req, runner = wait_for(lambda: bound_pair(kubectl, rs), TIMEOUT, "a bound pair")
         wait_for(lambda: is_ready(kubectl.pod(req["metadata"]["name"])), TIMEOUT, "requester Ready")
         kubectl.run("delete", "pod", runner["metadata"]["name"], "--wait=false")
         wait_for(
@@ -136,7 +119,7 @@ def test_example_2_runner_deletion_is_reflected(
             TIMEOUT,
             "both the runner and its requester gone",
         )
-        req2, runner2 = wait_for(lambda: _one_pair(kubectl, rs), TIMEOUT, "the replacement's pair")
+        req2, runner2 = wait_for(lambda: bound_pair(kubectl, rs), TIMEOUT, "the replacement's pair")
         assert {req2["metadata"]["name"], runner2["metadata"]["name"]}.isdisjoint(
             {req["metadata"]["name"], runner["metadata"]["name"]}
         )

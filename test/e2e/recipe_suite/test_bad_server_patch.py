@@ -1,0 +1,63 @@
+"""A broken server-patch is the user's mistake: the requester's status annotation says what is
+wrong and where, no runner is made, the controller does not loop on it, and fixing the
+ReplicaSet's template (then replacing its Pod) recovers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dpctl import api
+from dpctl.api import LogMsg
+from e2e.recipe import Kubectl, ServerPatch, mkrs, name_of, status_errors, unique_name
+from helpers import wait_for
+
+from .conftest import Dpctlr, T
+from .steps import assert_pair, live_requesters, only_runners, pair_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+GOOD = ServerPatch().text()
+# (the broken patch, words the status error must contain)
+BROKEN = {
+    "yaml-error": (GOOD.replace("metadata:\n", "metadata: [\n", 1), ["invalid YAML", "line "]),
+    "unknown-field": (
+        GOOD.replace("readinessProbe:", "readinessProbez:", 1),
+        ['unknown field "spec.containers[0].readinessProbez"'],
+    ),
+    "template-error": (
+        GOOD.replace("--port=8000", "--port=8000-{{ .NodeNam }}", 1),
+        ["no field 'NodeNam'", ".NodeName"],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_server_patch_is_a_status_error_without_runner_and_fixing_the_template_recovers(
+    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], kind: str
+) -> None:
+    patch, words = BROKEN[kind]
+    rs = unique_name()
+    kubectl.apply(mkrs(rs, patch))
+    (req,) = wait_for(
+        lambda: [r for r in live_requesters(kubectl, rs) if status_errors(r)],
+        T,
+        "a status error on the requester",
+    )
+    (error,) = status_errors(req)
+    assert error.startswith(api.SERVER_PATCH_ANNOTATION), error
+    for w in words:
+        assert w in error, f"{w!r} not in the status error {error!r}"
+    dpctlr.wait_processed(0, "the requester")
+    assert only_runners(kubectl) == []
+    assert dpctlr.count("Server-requesting Pod cannot be served", requester=name_of(req)) == 1
+    assert dpctlr.count(LogMsg.CREATED_RUNNER) == 0
+    events = kubectl.run("get", "events", "--field-selector", f"involvedObject.name={name_of(req)}")
+    assert "BadServerPatch" in events, events
+
+    # Fix the ReplicaSet's template; the ReplicaSet keeps its Pod, so replace it.
+    kubectl.apply(mkrs(rs, ServerPatch()))
+    kubectl.delete_pod(name_of(req))
+    req2, runner = pair_ready(kubectl, rs)
+    assert name_of(req2) != name_of(req)
+    assert_pair(req2, runner, gpu_map)
