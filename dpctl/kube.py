@@ -9,6 +9,11 @@ module checks every status itself and turns failures into :class:`ApiError`.
 Owns: resource paths, verbs (get/list/watch/create/patch/update/delete), preconditions, dry-run,
 field managers, per-call timeouts, and an optional observer for API-call metrics. Knows nothing
 about dual pods.
+
+kubernetes-asyncio's session trusts the environment, which makes aiohttp look up proxy variables
+(in a thread) and parse ``~/.netrc`` on *every* request; :meth:`Kube.connect` decides the proxy
+once instead (the kubeconfig's ``proxy-url``, else ``HTTPS_PROXY``/``NO_PROXY`` as they are at
+start) and turns the per-request lookups off.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -157,6 +164,7 @@ class Kube:
         cfg.connection_pool_maxsize = pool_size
         api = client.ApiClient(configuration=cfg)
         api.user_agent = "dpctl"
+        _environment_read_once(api.rest_client, str(cfg.host))
         return cls(api, observer)
 
     async def close(self) -> None:
@@ -178,19 +186,36 @@ class Kube:
         content_type: str = "application/json",
         timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT_S,
     ) -> aiohttp.ClientResponse:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        """One request on kubernetes-asyncio's session, TLS and credentials, without its generic
+        request building (which walks and copies every body): the body is plain JSON already."""
+        api = self._api
+        headers = {**api.default_headers, "Accept": "application/json", "Content-Type": content_type}
+        params = list(query)
         started = time.monotonic()
         status = 0
         try:
-            resp: aiohttp.ClientResponse = await self._api.call_api(
-                path,
+            # Credentials as call_api applies them (an exec plugin's token is refreshed here).
+            await api.update_params_for_auth(headers, params, ["BearerToken"])
+            url = str(api.configuration.host) + path
+            if params:
+                url += "?" + urllib.parse.urlencode(params)
+            rest = api.rest_client
+            extra: dict[str, Any] = {}
+            if rest.proxy:
+                extra["proxy"] = rest.proxy
+            if rest.proxy_headers:
+                extra["proxy_headers"] = rest.proxy_headers
+            if rest.server_hostname:
+                extra["server_hostname"] = rest.server_hostname
+            resp: aiohttp.ClientResponse = await rest.pool_manager.request(
                 method,
-                query_params=list(query),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
+                url,
+                headers=headers,
+                data=None if body is None else json.dumps(body),
+                timeout=timeout
+                if isinstance(timeout, aiohttp.ClientTimeout)
+                else aiohttp.ClientTimeout(total=timeout),
+                **extra,
             )
             status = resp.status
             if status >= 300:
@@ -252,8 +277,13 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         page_size: int = 500,
+        transform: Callable[[RawObj], RawObj] | None = None,
     ) -> tuple[list[RawObj], str]:
-        """Every item, paging through continue tokens; returns the items and the list's resourceVersion."""
+        """Every item, paging through continue tokens; returns the items and the list's resourceVersion.
+
+        ``transform``, when given, is applied to each item as its page arrives, so only what it
+        keeps of a large list is ever held at once (one page is, whole).
+        """
         items: list[RawObj] = []
         token: str | None = None
         while True:
@@ -265,7 +295,8 @@ class Kube:
                 limit=page_size,
                 continue_token=token,
             )
-            items.extend(page.get("items") or [])
+            page_items = page.get("items") or []
+            items.extend(page_items if transform is None else (transform(item) for item in page_items))
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -411,6 +442,26 @@ class Kube:
             "delete", res.plural, "DELETE", res.path(namespace, name), body=options
         )
         return obj
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``*_PROXY``, minus ``NO_PROXY``), if any."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not proxies or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
+        return None
+    return proxies.get(parts.scheme) or None
+
+
+def _environment_read_once(rest: Any, host: str) -> None:
+    """Swap the REST client's session for one that does not consult the environment per request."""
+    if rest.proxy is None:
+        rest.proxy = env_proxy(host)
+    old: aiohttp.ClientSession = rest.pool_manager
+    connector = old.connector
+    old.detach()  # the connector (TLS context, pool) carries over; the old session is closed
+    # The read buffer kubernetes-asyncio sets: one watch event can carry a large object.
+    rest.pool_manager = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=2**21)
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> list[tuple[str, str]]:

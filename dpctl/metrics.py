@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,6 +20,22 @@ from prometheus_client.registry import Collector
 from dpctl.workqueue.metrics import UnfinishedWork
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _Children:
+    """A labelled metric's children, remembered by label values: prometheus_client's ``labels()``
+    validates and takes a lock on every call, and these hooks run for every event and call.
+    Label values come from small fixed sets, so this stays small."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -89,47 +106,60 @@ class Metrics:
             registry=r,
         )
 
+        self._wq_depth = _Children(self.wq_depth)
+        self._wq_adds = _Children(self.wq_adds)
+        self._wq_latency = _Children(self.wq_latency)
+        self._wq_work = _Children(self.wq_work)
+        self._wq_retries = _Children(self.wq_retries)
+        self._list_duration = _Children(self.list_duration)
+        self._watch_duration = _Children(self.watch_duration)
+        self._watch_restarts = _Children(self.watch_restarts)
+        self._relists_gone = _Children(self.relists_gone)
+        self._informer_events = _Children(self.informer_events)
+        self._api_latency = _Children(self.api_latency)
+        self._http_latency = _Children(self.http_latency)
+
     # -- workqueue hooks (dpctl.workqueue.QueueMetrics)
     def register(self, queue: str, unfinished_work: Callable[[], UnfinishedWork]) -> None:
         self._unfinished[queue] = unfinished_work
 
     def set_depth(self, queue: str, depth: int) -> None:
-        self.wq_depth.labels(queue).set(depth)
+        self._wq_depth(queue).set(depth)
 
     def inc_adds(self, queue: str) -> None:
-        self.wq_adds.labels(queue).inc()
+        self._wq_adds(queue).inc()
 
     def observe_queue_latency(self, queue: str, seconds: float) -> None:
-        self.wq_latency.labels(queue).observe(seconds)
+        self._wq_latency(queue).observe(seconds)
 
     def observe_work_duration(self, queue: str, seconds: float) -> None:
-        self.wq_work.labels(queue).observe(seconds)
+        self._wq_work(queue).observe(seconds)
 
     def inc_retries(self, queue: str) -> None:
-        self.wq_retries.labels(queue).inc()
+        self._wq_retries(queue).inc()
 
     # -- informer hooks (dpctl.informer.InformerMetrics)
     def observe_list_duration(self, informer: str, seconds: float) -> None:
-        self.list_duration.labels(informer).observe(seconds)
+        self._list_duration(informer).observe(seconds)
 
     def observe_watch_duration(self, informer: str, seconds: float) -> None:
-        self.watch_duration.labels(informer).observe(seconds)
+        self._watch_duration(informer).observe(seconds)
 
     def inc_watch_restarts(self, informer: str) -> None:
-        self.watch_restarts.labels(informer).inc()
+        self._watch_restarts(informer).inc()
 
     def inc_relists_gone(self, informer: str) -> None:
-        self.relists_gone.labels(informer).inc()
+        self._relists_gone(informer).inc()
 
     def inc_events(self, informer: str, event_type: str) -> None:
-        self.informer_events.labels(informer, event_type).inc()
+        self._informer_events(informer, event_type).inc()
 
     # -- call observers
     def observe_api(self, verb: str, resource: str, code: int, seconds: float) -> None:
-        self.api_latency.labels(verb, resource, str(code)).observe(seconds)
+        self._api_latency(verb, resource, str(code)).observe(seconds)
 
     def observe_http(self, purpose: str, code: int, seconds: float) -> None:
-        self.http_latency.labels(purpose, str(code)).observe(seconds)
+        self._http_latency(purpose, str(code)).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

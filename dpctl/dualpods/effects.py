@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
+from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
 
 EventType = Literal["Normal", "Warning"]
@@ -52,4 +53,8 @@ class Effects(Protocol):
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
         """The requester's readiness was relayed for the first time: one actuation finished."""
+        ...
+
+    def added_latency(self, step: Step, seconds: float) -> None:
+        """The controller sent ``step``'s call this long after the event that made it possible."""
         ...

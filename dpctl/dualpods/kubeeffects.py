@@ -13,6 +13,7 @@ from dpctl import api
 from dpctl.clients.inference import InferenceClient
 from dpctl.clients.requester import RequesterClient
 from dpctl.dualpods.effects import EventType
+from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.telemetry import Telemetry
 from dpctl.events import EventRecorder
@@ -84,3 +85,6 @@ class KubeEffects:
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
         self.telemetry.actuated(path, requester)
+
+    def added_latency(self, step: Step, seconds: float) -> None:
+        self.telemetry.added_latency(step, seconds)

@@ -181,21 +181,8 @@ async def _main(cfg: ControllerConfig) -> int:
         asyncio.create_task(events.run(), name="events"),
         asyncio.create_task(controller.run_informers(), name="informers"),
     ]
-    code = 0
     try:
-        if elector is not None:
-            background.append(asyncio.create_task(elector.run(), name="leader-election"))
-            logger.info("Waiting to become leader", lease=cfg.lease_name, identity=cfg.identity)
-            await _first(stop.wait(), elector.leading.wait())
-        if not stop.is_set():
-            workers = asyncio.create_task(controller.run_workers(), name="workers")
-            lost = elector.lost.wait() if elector is not None else asyncio.Event().wait()
-            await _first(stop.wait(), lost, workers)
-            if elector is not None and elector.lost.is_set():
-                code = 1  # restarted by the kubelet, it comes back as a standby
-            logger.info("Shutting down")
-            controller.queue.shut_down()
-            await _bounded(workers, 30.0)
+        return await _serve(controller, elector, stop)
     finally:
         for task in background:
             task.cancel()
@@ -203,7 +190,60 @@ async def _main(cfg: ControllerConfig) -> int:
         await health.stop()
         await http.close()
         await kube.close()
+
+
+async def _serve(controller: Controller, elector: LeaderElector | None, stop: asyncio.Event) -> int:
+    """Run the workers, only while leading when electing; the exit code.
+
+    SIGTERM (``stop``) lets the workers finish their items, then hands the Lease over. A leader
+    that loses its Lease (or whose election task fails) stops its workers at once, without
+    draining: another replica may take over as soon as the Lease expires, and a reconcile cut
+    short is safe (everything is rebuilt from the API). It exits 1, so the kubelet restarts it
+    as a standby.
+    """
+    logger = log.get("controller")
+    election: asyncio.Task[None] | None = None
+    workers: asyncio.Task[None] | None = None
+    code = 0
+    try:
+        if elector is not None:
+            election = asyncio.create_task(elector.run(), name="leader-election")
+            logger.info("Waiting to become leader", lease=elector.s.name, identity=elector.s.identity)
+            await _first(stop.wait(), elector.leading.wait(), election)
+            if not elector.leading.is_set():
+                if not stop.is_set():
+                    logger.error("Leader election ended unexpectedly", error=_ended(election))
+                    code = 1
+                return code
+        workers = asyncio.create_task(controller.run_workers(), name="workers")
+        await _first(stop.wait(), election if election is not None else asyncio.Event().wait(), workers)
+        lost = False
+        if election is not None and election.done() and not stop.is_set():
+            lost = True
+            logger.error("Not the leader any more; stopping the workers now", error=_ended(election))
+            code = 1  # restarted by the kubelet, it comes back as a standby
+        logger.info("Shutting down")
+        controller.queue.shut_down()
+        if lost:
+            workers.cancel()
+            await asyncio.gather(workers, return_exceptions=True)
+        else:
+            await _bounded(workers, 30.0)
+    finally:
+        # Only now, with the workers stopped, is the Lease handed over.
+        for task in (workers, election):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
     return code
+
+
+def _ended(task: asyncio.Task[None]) -> str:
+    """Why a task that should run forever ended: its exception, or "" when it returned."""
+    if not task.done() or task.cancelled():
+        return ""
+    err = task.exception()
+    return repr(err) if err is not None else ""
 
 
 async def _first(*aws: Awaitable[object]) -> None:

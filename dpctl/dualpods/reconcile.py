@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
+
 from dpctl import api, log
 from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
@@ -28,6 +30,7 @@ from dpctl.clients.inference import SleepModeUnavailable
 from dpctl.dualpods import gpumap, podview, sleepers
 from dpctl.dualpods.effects import Effects
 from dpctl.dualpods.keys import RunnerKey, ServerKey
+from dpctl.dualpods.latency import Stamps, Step
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.state import RunnerState, ServerState, instance
 from dpctl.kube import ApiError
@@ -39,12 +42,17 @@ DONE = Done()
 # How often to look again while something we cannot watch settles: a GPU still held by a
 # departing server, or sleeper-limit victims still terminating.
 SETTLE_POLL_S = 0.5
-# Consecutive failures of /sleep (on unbind) or /wake_up (bound) before the runner is deleted
-# instead: a wedged server must not hold a GPU or a requester forever.
+# When /sleep (on unbind) or /wake_up (bound) keeps failing, at least this many times in a row
+# and for at least this long, the runner is deleted instead: a wedged server must not hold a GPU
+# or a requester forever. Counting time as well as tries matters: the work queue retries within
+# milliseconds at first, and a server still loading its model (503, or nothing listening yet)
+# would otherwise be deleted a few milliseconds before it could have slept.
 MAX_SLEEP_FAILURES = 3
+MAX_WAKE_FAILURES = 3
+SLEEP_GIVE_UP_S = 30.0
+WAKE_GIVE_UP_S = 30.0
 # A stub that has just started may not listen yet: its first refusals are not worth a status error.
 GPU_QUERY_GRACE_S = 5.0
-MAX_WAKE_FAILURES = 3
 
 
 class Cache(Protocol):
@@ -65,18 +73,35 @@ class Settings:
 
 
 class Reconciler:
-    def __init__(self, cache: Cache, effects: Effects, settings: Settings) -> None:
+    def __init__(
+        self, cache: Cache, effects: Effects, settings: Settings, stamps: Stamps | None = None
+    ) -> None:
         self.cache = cache
         self.fx = effects
         self.settings = settings
+        # When the events that enable each step arrived (the controller's handlers mark them).
+        self.stamps = stamps if stamps is not None else Stamps()
         self.servers: dict[str, ServerState] = {}
         self.runners: dict[str, RunnerState] = {}
+        # Names of the objects an inference server was last seen with, for its end-of-life line.
+        self.names: dict[str, dict[str, Any]] = {}
         self.log = log.get("dualpods")
 
     async def reconcile(self, key: ServerKey | RunnerKey) -> Outcome:
-        if isinstance(key, ServerKey):
-            return await self.server(key.uid)
-        return await self.unbound_runner(key.uid)
+        """Decide and act for one key. An API call that failed for a reason that passes (the API
+        server restarting or overloaded, an object changed or gone since the cache saw it) is
+        retried with backoff like any transient failure, without a traceback: the soak restarts
+        the API server and found these logged as unexpected errors."""
+        try:
+            if isinstance(key, ServerKey):
+                return await self.server(key.uid)
+            return await self.unbound_runner(key.uid)
+        except ApiError as err:
+            if not (err.conflict or err.not_found or err.status == 429 or err.status >= 500):
+                raise
+            return Retry(f"the API server answered {err.status} {err.reason}: {err.message}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            return Retry(f"the API server cannot be reached: {err}")
 
     # ------------------------------------------------------------------ the decision
 
@@ -85,6 +110,11 @@ class Reconciler:
         runner = await self._the_runner(uid)
         if requester is None and runner is None:
             return self._end_of_life(uid)
+        names = self.names.setdefault(uid, {})
+        if requester is not None:
+            names.update(requester=podview.name(requester), node=podview.node_name(requester))
+        if runner is not None:
+            names.update(_about(runner))
         st = self.servers.setdefault(uid, ServerState())
         if runner is not None and podview.deleting(runner):
             return await self._reflect_runner_deletion(st, requester, runner)
@@ -103,8 +133,13 @@ class Reconciler:
     # ------------------------------------------------------------------ steps
 
     def _end_of_life(self, uid: str) -> Outcome:
-        self.servers.pop(uid, None)
-        self.log.info(LogMsg.END_OF_LIFE, requesterUID=uid)
+        # Said once per server: later events about the same UID (a deletion seen twice, a stale
+        # key) find nothing to forget.
+        known = self.servers.pop(uid, None) is not None or uid in self.names
+        self.stamps.forget(uid)
+        names = self.names.pop(uid, {})
+        if known:
+            self.log.info(LogMsg.END_OF_LIFE, requesterUID=uid, **names)
         return DONE
 
     async def _the_runner(self, uid: str) -> RawObj | None:
@@ -169,13 +204,13 @@ class Reconciler:
             await self._delete_runner(runner, "no-sleep-mode")
             return DONE
         except HttpCallError as err:
-            st.sleep_failures += 1
-            if st.sleep_failures >= MAX_SLEEP_FAILURES:
+            if st.sleep_failures.failed(MAX_SLEEP_FAILURES, SLEEP_GIVE_UP_S, time.monotonic()):
                 await self._delete_runner(runner, "sleep-failed")
                 return DONE
             return Retry(f"putting {podview.name(runner)} to sleep: {err}")
+        st.sleep_failures.reset()
         self.fx.count("sleep")
-        self.log.info(LogMsg.SLEPT, runner=podview.name(runner))
+        self.log.info(LogMsg.SLEPT, **_about(runner))
         self.runners[podview.uid(runner)] = RunnerState(asleep_instance=instance(runner))
         await self.fx.patch_pod(
             podview.name(runner),
@@ -187,7 +222,7 @@ class Reconciler:
                 }
             },
         )
-        self.log.info(LogMsg.UNBOUND_RUNNER, runner=podview.name(runner))
+        self.log.info(LogMsg.UNBOUND_RUNNER, **_about(runner))
         self.fx.event(runner, "Normal", "Unbound", "inference server put to sleep and unbound")
         return DONE
 
@@ -229,17 +264,16 @@ class Reconciler:
                 if asleep:
                     await self.fx.wake(host, port)
                     self.fx.count("wake")
-                    self.log.info(LogMsg.WOKE, runner=podview.name(runner))
+                    self.log.info(LogMsg.WOKE, **_about(runner))
             except SleepModeUnavailable:
                 asleep = False  # a server without sleep mode is never asleep
             except HttpCallError as err:
-                st.wake_failures += 1
                 errors.append(f"cannot wake the inference server in {podview.name(runner)}: {err}")
-                if st.wake_failures >= MAX_WAKE_FAILURES:
+                if st.wake_failures.failed(MAX_WAKE_FAILURES, WAKE_GIVE_UP_S, time.monotonic()):
                     await self._delete_runner(runner, "wake-failed")
                     return DONE
                 return Retry(str(err))
-            st.wake_failures = 0
+            st.wake_failures.reset()
             st.awake_instance = instance(runner)
         if podview.labels(runner).get(api.SLEEPING_LABEL) != "false":
             await self.fx.patch_pod(
@@ -255,6 +289,8 @@ class Reconciler:
         host = podview.pod_ip(requester)
         try:
             port = podview.admin_port(requester)
+            if want:
+                self._sending("relay", podview.uid(requester))
             await self.fx.relay(host, port, want)
         except (ValueError, HttpCallError) as err:
             return Retry(f"relaying readiness to {podview.name(requester)}: {err}")
@@ -263,6 +299,7 @@ class Reconciler:
             LogMsg.RELAYED_READINESS,
             requester=podview.name(requester),
             runner=podview.name(runner),
+            node=podview.node_name(requester),
             ready=want,
         )
         if want and not st.actuation_observed and st.actuation_path in ("cold", "hot"):
@@ -311,6 +348,7 @@ class Reconciler:
         except (gpumap.GpuMapError, BuildError) as err:
             reason = "GpuMap" if isinstance(err, gpumap.GpuMapError) else "BadServerPatch"
             return await self._user_error(st, requester, reason, str(err))
+        await self._drop_restarted_sleepers(node, indices)
         busy = self._gpus_held_by_others(requester, node, indices)
         if busy:
             return RequeueAfter(SETTLE_POLL_S, f"GPUs {busy} still held by another inference server")
@@ -333,15 +371,43 @@ class Reconciler:
         return DONE  # retried when the requester, the gpu-map or its Node changes
 
     def _gpus_held_by_others(self, requester: RawObj, node: str, indices: Sequence[int]) -> list[int]:
+        """GPUs where a runner bound to another requester is, or an unbound one that may be awake."""
         uid = podview.uid(requester)
         held = []
         for index in indices:
             for runner in self.cache.runners_on_gpu(node, index):
                 bound = podview.bound_requester(runner)
-                if bound is not None and bound[0] != uid:
+                if (bound is not None and bound[0] != uid) or (bound is None and self._may_be_awake(runner)):
                     held.append(index)
                     break
         return held
+
+    def _may_be_awake(self, runner: RawObj) -> bool:
+        """Whether an unbound runner's server may be awake: its container (re)started after the
+        controller last wrote the runner (it unbinds a runner only once asleep), and nobody has
+        found this container instance asleep since. A restarted vLLM loads its model onto its
+        GPUs awake, before anyone can ask it anything (the soak found runners created beside one).
+        Decided from the API, so a restarted controller decides the same."""
+        if not podview.container_running(runner):
+            return False
+        st = self.runners.get(podview.uid(runner))
+        if st is not None and st.asleep_instance == instance(runner):
+            return False
+        started = podview.container_started_at(runner)
+        return bool(started) and started >= podview.manager_time(runner)
+
+    async def _drop_restarted_sleepers(self, node: str, indices: Sequence[int]) -> None:
+        """A sleeper whose server restarted and is not Ready again (loading, or crash-looping) is no
+        longer warm and may hold its GPUs: a requester that needs them does not wait for it."""
+        for index in indices:
+            for runner in self.cache.runners_on_gpu(node, index):
+                if (
+                    podview.bound_requester(runner) is None
+                    and not podview.deleting(runner)
+                    and podview.in_trouble(runner)
+                    and self._may_be_awake(runner)
+                ):
+                    await self._delete_runner(runner, "restarted-sleeper")
 
     def _matching_sleeper(self, nominal: str) -> RawObj | None:
         """A sleeping runner built from the same definition on the same GPUs, most recently used first."""
@@ -363,11 +429,18 @@ class Reconciler:
                 if podview.uid(victim) in deleted:
                     continue  # a multi-GPU sleeper counts on each of its GPUs
                 deleted.add(podview.uid(victim))
-                await self.fx.delete_pod(
-                    podview.name(victim),
-                    podview.uid(victim),
-                    str(podview.meta(victim).get("resourceVersion") or "") or None,
-                )
+                try:
+                    await self.fx.delete_pod(
+                        podview.name(victim),
+                        podview.uid(victim),
+                        str(podview.meta(victim).get("resourceVersion") or "") or None,
+                    )
+                except ApiError as err:
+                    if not (err.conflict or err.not_found):
+                        raise
+                    # Changed since the cache saw it (or gone): look again with a fresher cache.
+                    going += 1
+                    continue
                 self.fx.count("eviction")
                 self.fx.count("runner_deleted", "sleeper-limit")
                 self.log.info(LogMsg.SLEEPER_LIMIT_DELETE, runner=podview.name(victim), node=node, gpu=index)
@@ -384,6 +457,7 @@ class Reconciler:
 
     async def _bind(self, st: ServerState, requester: RawObj, sleeper: RawObj, built: Runner) -> Outcome:
         name, runner_name = podview.name(requester), podview.name(sleeper)
+        node = podview.node_name(requester)
         try:
             bound = await self.fx.patch_pod(runner_name, _binding_patch(requester, built, sleeper))
         except ApiError as err:
@@ -392,14 +466,16 @@ class Reconciler:
             raise
         self.fx.count("bind")
         st.actuation_path = "hot"
-        self.log.info(LogMsg.BOUND_RUNNER, requester=name, runner=runner_name)
+        self.log.info(LogMsg.BOUND_RUNNER, requester=name, runner=runner_name, node=node)
         try:
+            self._sending("wake", podview.uid(requester))
             await self.fx.wake(podview.pod_ip(sleeper), built.server_port)
         except HttpCallError as err:
             # Bound now: the bound path asks /is_sleeping and wakes it again.
             return Retry(f"waking {runner_name}: {err}")
+        self.stamps.mark("relay", podview.uid(requester))  # a sleeper was Ready all along
         self.fx.count("wake")
-        self.log.info(LogMsg.WOKE, runner=runner_name, requester=name)
+        self.log.info(LogMsg.WOKE, runner=runner_name, requester=name, node=node)
         self.fx.event(
             requester, "Normal", "WokeSleeper", f"woke sleeping server-running Pod {runner_name} and bound it"
         )
@@ -411,6 +487,7 @@ class Reconciler:
     async def _create(self, st: ServerState, requester: RawObj, built: Runner) -> Outcome:
         name = podview.name(requester)
         try:
+            self._sending("create", podview.uid(requester))
             created = await self.fx.create_pod(built.pod)
         except ApiError as err:
             if not err.already_exists:
@@ -481,7 +558,7 @@ class Reconciler:
         except HttpCallError as err:
             return Retry(f"checking sleeper {podview.name(runner)}: {err}")
         self.fx.count("sleep")
-        self.log.info(LogMsg.SLEPT, runner=podview.name(runner), why="unbound server was awake")
+        self.log.info(LogMsg.SLEPT, **_about(runner), why="unbound server was awake")
         st.asleep_instance = instance(runner)
         if podview.labels(runner).get(api.SLEEPING_LABEL) != "true":
             await self.fx.patch_pod(
@@ -490,6 +567,12 @@ class Reconciler:
         return DONE
 
     # ------------------------------------------------------------------ small writes
+
+    def _sending(self, step: Step, uid: str) -> None:
+        """About to send ``step``'s call: report how long after its enabling event (once)."""
+        elapsed = self.stamps.take(step, uid)
+        if elapsed is not None:
+            self.fx.added_latency(step, elapsed)
 
     async def _delete_runner(self, runner: RawObj, reason: str) -> None:
         await self.fx.delete_pod(podview.name(runner), podview.uid(runner))
@@ -530,7 +613,10 @@ class Reconciler:
                 podview.name(pod), {"metadata": {"uid": podview.uid(pod), **patch["metadata"]}}
             )
         except ApiError as err:
-            if not (err.not_found or err.conflict):
+            # 422 "no new finalizers can be added if the object is being deleted": the cache has
+            # not seen the deletion yet (the soak found this); its event brings the server back.
+            being_deleted = err.invalid and "being deleted" in err.message
+            if not (err.not_found or err.conflict or being_deleted):
                 raise
 
     def _runner_still_serving(self, runner: RawObj) -> bool:
@@ -557,6 +643,9 @@ class Reconciler:
         if have_ann.get(api.STATUS_ANNOTATION) != want_status:
             new_ann[api.STATUS_ANNOTATION] = want_status
         accelerators = ",".join(st.known_gpus(requester))
+        if not accelerators and runner is not None:
+            # Bound before a restart: the stub is not asked again, the bound runner has them.
+            accelerators = podview.annotations(runner).get(api.ACCELERATORS_ANNOTATION) or ""
         if accelerators and have_ann.get(api.ACCELERATORS_ANNOTATION) != accelerators:
             new_ann[api.ACCELERATORS_ANNOTATION] = accelerators
         labels: dict[str, str | None] = {}
@@ -576,6 +665,15 @@ class Reconciler:
                 metadata["$deleteFromPrimitiveList/finalizers"] = [api.REQUESTER_FINALIZER]
         if metadata:
             await self._patch_ignoring_gone(requester, {"metadata": metadata})
+
+
+def _about(runner: RawObj) -> dict[str, Any]:
+    """Key-values naming what a line about a runner concerns: it, its Node, its requester if bound."""
+    kv = {"runner": podview.name(runner), "node": podview.runner_node(runner)}
+    bound = podview.bound_requester(runner)
+    if bound is not None:
+        kv["requester"] = bound[1]
+    return kv
 
 
 def _binding_patch(requester: RawObj, built: Runner, sleeper: RawObj) -> dict[str, Any]:

@@ -8,7 +8,7 @@ were learned from, so a restarted stub or vLLM is never trusted on old knowledge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
@@ -17,6 +17,24 @@ from dpctl.dualpods.podview import RawObj
 def instance(pod: RawObj) -> tuple[str, int]:
     """Identifies one run of a Pod's inference-server container: a restart changes it."""
     return podview.uid(pod), podview.restart_count(pod)
+
+
+@dataclass
+class Streak:
+    """Failures of one call in a row, and when (monotonic) the streak began."""
+
+    count: int = 0
+    since: float | None = None
+
+    def failed(self, tries: int, seconds: float, now: float) -> bool:
+        """Count a failure; whether there have now been ``tries`` of them over ``seconds``."""
+        self.count += 1
+        if self.since is None:
+            self.since = now
+        return self.count >= tries and now - self.since >= seconds
+
+    def reset(self) -> None:
+        self.count, self.since = 0, None
 
 
 @dataclass
@@ -33,8 +51,9 @@ class ServerState:
     # Readiness last relayed, and to which requester container instance.
     relayed: tuple[bool, tuple[str, int]] | None = None
     requester_delete_requested: bool = False
-    sleep_failures: int = 0
-    wake_failures: int = 0
+    # Failures of /sleep (on unbind) and /wake_up (bound) in a row.
+    sleep_failures: Streak = field(default_factory=Streak)
+    wake_failures: Streak = field(default_factory=Streak)
     # For the actuation-latency metric: "cold" (new runner) or "hot" (woke a sleeper).
     actuation_path: str = ""
     actuation_observed: bool = False

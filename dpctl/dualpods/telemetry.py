@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
+from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
 
 
@@ -17,10 +18,15 @@ class Telemetry(Protocol):
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None: ...
 
+    def added_latency(self, step: Step, seconds: float) -> None: ...
+
 
 class NoTelemetry:
     def count(self, what: str, reason: str = "") -> None:
         pass
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
+        pass
+
+    def added_latency(self, step: Step, seconds: float) -> None:
         pass

@@ -5,7 +5,7 @@ about dual pods.
 """
 
 from dpctl.informer.backoff import Backoff
-from dpctl.informer.informer import Informer
+from dpctl.informer.informer import Informer, Transform
 from dpctl.informer.listwatch import ListerWatcher, kube_lister
 from dpctl.informer.metrics import InformerMetrics, NoopInformerMetrics
 from dpctl.informer.objects import meta_namespace_key, resource_version
@@ -22,6 +22,7 @@ __all__ = [
     "NoopInformerMetrics",
     "RawObj",
     "Store",
+    "Transform",
     "kube_lister",
     "meta_namespace_key",
     "resource_version",

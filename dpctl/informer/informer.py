@@ -19,6 +19,10 @@ Port of client-go's reflector + shared informer, for one event loop:
 * The store and its indexes are updated before handlers run. Handlers are synchronous and
   should only enqueue; an exception in one is logged and does not stop the informer or the
   other handlers.
+* An optional ``transform`` (client-go's ``SetTransform``) sees every object first, listed or
+  watched, and what it returns is what the store keeps and handlers get: a way to drop what
+  the owner never reads (e.g. ``managedFields``) before it costs memory. It may change the
+  object it is given (a freshly decoded one) but must keep its key and resourceVersion.
 
 Objects handed to handlers and returned by the store are shared: never mutate them.
 
@@ -50,6 +54,7 @@ _log = logging.getLogger(__name__)
 OnAdd = Callable[[RawObj], None]
 OnUpdate = Callable[[RawObj, RawObj], None]
 OnDelete = Callable[[RawObj], None]
+Transform = Callable[[RawObj], RawObj]
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Informer:
         *,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        transform: Transform | None = None,
     ) -> None:
         if watch_timeout_s < 1:
             raise ValueError(f"watch_timeout_s must be at least 1, got {watch_timeout_s}")
@@ -80,6 +86,7 @@ class Informer:
         self._watch_timeout_s = watch_timeout_s
         self._backoff = backoff or Backoff(now=clock)
         self._clock = clock
+        self._transform = transform
         self._handlers: list[_Handlers] = []
         self._synced = asyncio.Event()
         self._resource_version = ""
@@ -124,6 +131,8 @@ class Informer:
     async def _list(self) -> None:
         started = self._clock()
         items, rv = await self._lister.list()
+        if self._transform is not None:
+            items = [self._transformed(obj) for obj in items]
         self._metrics.observe_list_duration(self.name, self._clock() - started)
         changes = self.store.replace(items)
         self._resource_version = rv
@@ -193,6 +202,8 @@ class Informer:
         if not isinstance(obj, dict):
             _log.warning("Informer %s: ignoring %s event without an object", self.name, kind)
             return
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            obj = self._transformed(obj)
         if kind in ("ADDED", "MODIFIED"):
             old = self.store.upsert(obj)
             if old is None:
@@ -211,6 +222,20 @@ class Informer:
         self._events_since_list += 1
         self.last_event_monotonic = self._clock()
         self._metrics.inc_events(self.name, kind)
+
+    def _transformed(self, obj: RawObj) -> RawObj:
+        if self._transform is None:
+            return obj
+        try:
+            return self._transform(obj)
+        except Exception:
+            # A transform is the owner's code; one that fails on an odd object keeps it whole.
+            _log.exception(
+                "Informer %s: transform failed on %s; keeping the object as is",
+                self.name,
+                meta_namespace_key(obj),
+            )
+            return obj
 
     async def _back_off(self, what: str, err: Exception | None) -> None:
         delay = self._backoff.next_delay()

@@ -7,7 +7,7 @@ relists or the cache (``informer.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from dpctl.kube import Kube, RawObj, Resource
@@ -35,12 +35,14 @@ class KubeListerWatcher:
         namespace: str | None,
         label_selector: str | None,
         field_selector: str | None,
+        transform: Callable[[RawObj], RawObj] | None = None,
     ) -> None:
         self._kube = kube
         self._resource = resource
         self._namespace = namespace
         self._label_selector = label_selector
         self._field_selector = field_selector
+        self._transform = transform
 
     async def list(self) -> tuple[list[RawObj], str]:
         return await self._kube.list_all(
@@ -48,6 +50,7 @@ class KubeListerWatcher:
             self._namespace,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
+            transform=self._transform,
         )
 
     def watch(self, resource_version: str, timeout_seconds: int) -> AsyncIterator[RawObj]:
@@ -68,6 +71,11 @@ def kube_lister(
     namespace: str | None = None,
     label_selector: str | None = None,
     field_selector: str | None = None,
+    transform: Callable[[RawObj], RawObj] | None = None,
 ) -> ListerWatcher:
-    """List and watch ``resource`` (in ``namespace``, or all/cluster-scoped when ``None``)."""
-    return KubeListerWatcher(kube, resource, namespace, label_selector, field_selector)
+    """List and watch ``resource`` (in ``namespace``, or all/cluster-scoped when ``None``).
+
+    ``transform`` is applied to listed items page by page, so a large list is never held whole;
+    give the informer the same one (it must then be idempotent) for the watched objects.
+    """
+    return KubeListerWatcher(kube, resource, namespace, label_selector, field_selector, transform)

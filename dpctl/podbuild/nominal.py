@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -237,11 +238,7 @@ def _remove_named(parent: dict[str, Any], field: str, names: set[str]) -> None:
 
 def _patched(base: dict[str, Any], template: str, node: str) -> dict[str, Any]:
     """Steps 2-4 of the contract: render, parse, apply and validate the server patch."""
-    try:
-        rendered = render_server_patch(template, {"NodeName": node})
-    except TemplateError as error:
-        raise BuildError(str(error)) from error
-    patch = _parse_patch(template, rendered)
+    patch = copy.deepcopy(_server_patch(template, node))
     try:
         patched = strategic_merge_patch(base, patch)
     except PatchError as error:
@@ -260,6 +257,18 @@ def _patched(base: dict[str, Any], template: str, node: str) -> dict[str, Any]:
             f" not {', '.join(beyond)}"
         )
     return patched
+
+
+@functools.lru_cache(maxsize=128)
+def _server_patch(template: str, node: str) -> dict[str, Any]:
+    """Steps 2-3: the patch rendered for ``node`` and parsed. Every requester of a ReplicaSet has
+    the same text, and parsing YAML is most of a build, so each (text, Node) is done once; the
+    result is shared (callers copy it). Errors are not remembered: they are raised each time."""
+    try:
+        rendered = render_server_patch(template, {"NodeName": node})
+    except TemplateError as error:
+        raise BuildError(str(error)) from error
+    return _parse_patch(template, rendered)
 
 
 def _parse_patch(template: str, rendered: str) -> dict[str, Any]:

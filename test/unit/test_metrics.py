@@ -45,3 +45,28 @@ async def test_health_endpoints_report_the_reason() -> None:
                 assert "# TYPE workqueue_depth gauge" in await r.text()
     finally:
         await server.stop()
+
+
+def test_hooks_reuse_one_child_per_label_set() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dpctl.metrics import Metrics
+
+    m = Metrics(CollectorRegistry())
+    for code in (200, 200, 409):
+        m.observe_api("patch", "pods", code, 0.01)
+        m.inc_events("pods", "MODIFIED")
+    count = m.registry.get_sample_value
+    assert (
+        count(
+            "dpctl_api_request_duration_seconds_count", {"verb": "patch", "resource": "pods", "code": "200"}
+        )
+        == 2
+    )
+    assert (
+        count(
+            "dpctl_api_request_duration_seconds_count", {"verb": "patch", "resource": "pods", "code": "409"}
+        )
+        == 1
+    )
+    assert count("informer_events_total", {"informer": "pods", "type": "MODIFIED"}) == 3

@@ -17,6 +17,7 @@ from dpctl import api
 from dpctl.clients.http import HttpCallError
 from dpctl.dualpods import gpumap
 from dpctl.dualpods.cache import POD_INDEXERS
+from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
 from dpctl.kube import ApiError
 
@@ -248,6 +249,7 @@ class Recorder:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     counts: list[tuple[str, str]] = field(default_factory=list)
     actuations: list[str] = field(default_factory=list)
+    added: list[tuple[str, float]] = field(default_factory=list)
 
     def _maybe_fail(self, what: str) -> None:
         if what in self.fail:
@@ -313,3 +315,6 @@ class Recorder:
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
         self.actuations.append(path)
+
+    def added_latency(self, step: Step, seconds: float) -> None:
+        self.added.append((step, seconds))

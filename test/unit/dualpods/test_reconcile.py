@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
+import aiohttp
 import pytest
 
 from dpctl import api
@@ -19,6 +21,7 @@ from dpctl.clients.inference import SleepModeUnavailable
 from dpctl.dualpods.keys import RunnerKey, ServerKey
 from dpctl.dualpods.reconcile import Reconciler, Settings
 from dpctl.dualpods.state import ServerState
+from dpctl.kube import ApiError
 from dpctl.podbuild.nominal import build_runner, fallback_runner_name
 from dpctl.workqueue.outcome import Done, RequeueAfter, Retry
 
@@ -299,7 +302,7 @@ def sleepers_on_gpu0(count: int) -> list[dict]:
             uid=f"uid-s{i}",
             bound_to=None,
             nominal=f"other-{i}",
-            used_at=f"2026-01-01T00:0{i}:00Z",
+            used_at=f"2026-01-01T00:0{i}:30Z",  # unbound (a controller write) after its container started
         )
         for i in range(count)
     ]
@@ -322,6 +325,44 @@ async def test_sleeper_limit_deletes_exactly_the_least_recently_used(limit: int)
     del world.pods["s0"]
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert "create" in rec.verbs() and "delete" not in rec.verbs()
+
+
+async def test_sleeper_limit_victim_changed_meanwhile_is_looked_at_again() -> None:
+    """Soak finding: the resourceVersion precondition of a victim's delete failed (the kubelet had
+    written its status) and the 409 surfaced as an unexpected error with a traceback."""
+    world = World([requester(), *sleepers_on_gpu0(2)], [node()], gpu_map_cm({"node-1": 2}))
+    conflict = ApiError(409, "Conflict", "the ResourceVersion in the precondition (20) does not match")
+    r, rec = make(world, limit=1, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"delete": conflict})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, RequeueAfter) and "create" not in rec.verbs()
+    rec.fail.clear()
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), RequeueAfter)
+    assert [a[1] for a in rec.actions if a[0] == "delete"] == ["s0", "s0"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ApiError(503, "ServiceUnavailable", "the server is shutting down"), id="api-503"),
+        pytest.param(ApiError(409, "Conflict", "the object has been modified"), id="api-409"),
+        pytest.param(aiohttp.ClientConnectionError("Connect call failed"), id="api-unreachable"),
+        pytest.param(TimeoutError(), id="api-timeout"),
+    ],
+)
+async def test_api_server_going_away_mid_reconcile_is_a_transient_retry(error: Exception) -> None:
+    """Soak finding: a reconcile in flight when the API server restarted logged a traceback."""
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, _ = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"create": error})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, Retry)
+
+
+async def test_api_refusal_is_not_hidden_as_transient() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    forbidden = ApiError(403, "Forbidden", "pods is forbidden")
+    r, _ = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"create": forbidden})
+    with pytest.raises(ApiError):
+        await r.reconcile(ServerKey("uid-a"))
 
 
 async def test_sleeper_limit_allows_limit_sleepers_beside_a_new_runner() -> None:
@@ -388,6 +429,20 @@ async def test_bound_pair_adds_requester_finalizer_once_runner_runs() -> None:
     assert req_patch["uid"] == "uid-a"
 
 
+async def test_requester_finalizer_refused_as_it_is_being_deleted_is_not_an_error() -> None:
+    """Soak finding: the cache had not seen the requester's deletion yet, the API server refused
+    the requester finalizer (422) and the reconcile ended in a traceback."""
+    world = World([requester(), runner(sleeping_label="false")], [node()], gpu_map_cm({"node-1": 2}))
+    refused = ApiError(
+        422,
+        "Invalid",
+        'Pod "req-a" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted',
+    )
+    r, rec = make(world, asleep={RUN_IP: False}, fail={"patch": refused})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert api.REQUESTER_FINALIZER in json.dumps(patches_of(rec, "req-a"))
+
+
 async def test_cordon_changes_nothing_for_a_bound_pair() -> None:
     world = World(
         [requester(ready=True, finalizers=[api.REQUESTER_FINALIZER]), runner(sleeping_label="false")],
@@ -410,13 +465,18 @@ async def test_unbound_requester_on_cordoned_node_is_deleted_once() -> None:
     assert [a for a in rec.actions if a[0] == "delete"] == [("delete", "req-a", "uid-a", None)]
 
 
-async def test_wake_failures_are_retried_then_the_runner_is_replaced() -> None:
+async def test_wake_failures_are_retried_then_the_runner_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     world = World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2}))
     r, rec = make(
         world, asleep={RUN_IP: True}, fail={"wake": HttpCallError("wake", "u", 500, "CUDA out of memory")}
     )
-    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
-    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    clock = [1000.0]
+    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    # Quick retries alone never give up: the work queue's first retries come milliseconds apart.
+    for _ in range(5):
+        assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+        clock[0] += 0.01
+    clock[0] += 30
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert ("delete", "req-a-server", "uid-r", None) in rec.actions
     status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
@@ -494,13 +554,36 @@ async def test_runner_that_cannot_sleep_is_deleted_on_unbind(
     assert rec.actions[-1][1] == "req-a"  # and the requester is let go
 
 
-async def test_sleep_failure_is_retried_then_bounded() -> None:
+async def test_sleep_failure_is_retried_then_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     world = World([requester(deleting=True), runner()], [node()], gpu_map_cm({"node-1": 2}))
     r, rec = make(world, fail={"sleep": HttpCallError("sleep", "u", None, "timed out after 30 s")})
+    clock = [1000.0]
+    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
     assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
-    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+    clock[0] += 29
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)  # not for long enough yet
+    clock[0] += 1
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert ("runner_deleted", "sleep-failed") in rec.counts
+
+
+async def test_server_still_loading_is_not_deleted_by_quick_sleep_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Soak finding: a requester deleted while its runner still loads got the runner deleted ~35 ms
+    later ("sleep-failed" after three 503s at the work queue's first, millisecond retries)."""
+    world = World([requester(deleting=True), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    loading = HttpCallError("sleep", "u", 503, "HTTP 503 Service Unavailable: The model is still loading.")
+    r, rec = make(world, fail={"sleep": loading})
+    clock = [1000.0]
+    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    for _ in range(8):
+        assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
+        clock[0] += 0.02
+    assert not [a for a in rec.actions if a[0] == "delete"]
+    rec.fail.pop("sleep")  # loaded: now it sleeps and is kept
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "sleep" in rec.verbs() and not [a for a in rec.actions if a[0] == "delete"]
 
 
 async def test_runner_deleted_by_someone_else_takes_the_requester_along() -> None:
@@ -520,15 +603,69 @@ async def test_runner_deleted_by_someone_else_takes_the_requester_along() -> Non
     assert [a for a in rec.actions if a[0] == "delete"] == [("delete", "req-a", "uid-a", None)]
 
 
-async def test_both_gone_is_the_end_of_life(caplog: pytest.LogCaptureFixture) -> None:
+async def test_both_gone_is_the_end_of_life_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    world.pods.clear()
+    rec.actions.clear()
+    for _ in range(3):  # the deletion seen again, a stale key: nothing more to say
+        assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.actions == []
+    assert [x.getMessage() for x in caplog.records].count(LogMsg.END_OF_LIFE) == 1
+    assert "uid-a" not in r.servers
+
+
+async def test_a_server_never_seen_has_no_end_of_life(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     r, rec = make(World([], [node()], gpu_map_cm({"node-1": 2})))
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.actions == []
-    assert LogMsg.END_OF_LIFE in [x.getMessage() for x in caplog.records]
+    assert LogMsg.END_OF_LIFE not in [x.getMessage() for x in caplog.records]
 
 
 # ---------------------------------------------------------------- unbound runners
+
+
+def restarted_sleeper(ready: bool) -> dict[str, Any]:
+    """A sleeper whose container started again after the controller unbound it (its last write)."""
+    pod = runner(
+        name="old-server", uid="uid-s", bound_to=None, restarts=1, ready=ready, sleeping_label="true"
+    )
+    pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"] = "2026-01-01T00:20:00Z"
+    return pod
+
+
+async def test_no_runner_beside_a_sleeper_whose_server_restarted_until_it_is_asleep_again() -> None:
+    """Soak finding: a sleeper's vLLM restarted (so it loads onto its GPU awake) and the controller
+    created a new runner on that GPU at once: two awake servers on one GPU."""
+    world = World([requester(), restarted_sleeper(ready=True)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, asleep={RUN_IP: False})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, RequeueAfter) and "still held" in outcome.reason
+    assert "create" not in rec.verbs() and "wake" not in rec.verbs()
+    assert await r.reconcile(RunnerKey("uid-s")) == Done()  # the sleeper's own key: put back to sleep
+    assert rec.verbs()[-2:] == ["is_sleeping", "sleep"]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" in rec.verbs()
+
+
+async def test_restarted_sleeper_not_ready_again_is_deleted_when_its_gpu_is_needed() -> None:
+    world = World([requester(), restarted_sleeper(ready=False)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert isinstance(await r.reconcile(ServerKey("uid-a")), RequeueAfter)
+    assert ("delete", "old-server", "uid-s", None) in rec.actions
+    assert ("runner_deleted", "restarted-sleeper") in rec.counts
+    assert "create" not in rec.verbs()
+
+
+async def test_sleeper_that_never_restarted_is_trusted_after_a_controller_restart() -> None:
+    """Started before the controller's last write (the unbind): asleep, no need to ask first."""
+    world = World([requester(), *sleepers_on_gpu0(1)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "create" in rec.verbs() and "is_sleeping" not in rec.verbs()
 
 
 async def test_awake_sleeper_is_put_back_to_sleep_once() -> None:
@@ -549,3 +686,131 @@ async def test_sleeping_sleeper_is_checked_once_per_container_instance() -> None
     world.pods["req-a-server"]["status"]["containerStatuses"][0]["restartCount"] = 1
     await r.reconcile(RunnerKey("uid-r"))
     assert rec.verbs() == ["is_sleeping", "is_sleeping"]
+
+
+# ---------------------------------------------------------------- actuation latency and log key-values
+
+
+async def test_actuation_is_observed_once_per_path_and_never_after_a_restart() -> None:
+    """Cold: observed at the first ready relay after creating; later relays and a restarted
+    controller (fresh soft state, same objects) observe nothing more."""
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r.reconcile(ServerKey("uid-a"))
+    assert "create" in rec.verbs() and rec.actuations == []
+    created = runner(uid="uid-new-req-a-server", ready=False, sleeping_label="false")
+    world.pods["req-a-server"] = created
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.actuations == []  # not ready yet: nothing relayed, nothing observed
+    created["status"]["conditions"][0]["status"] = "True"
+    await r.reconcile(ServerKey("uid-a"))
+    assert ("relay", REQ_IP, True) in rec.actions and rec.actuations == ["cold"]
+    # The runner flaps: readiness is relayed again, the actuation is not observed again.
+    stub = world.pods["req-a"]["status"]["containerStatuses"][0]
+    stub["ready"] = True
+    created["status"]["conditions"][0]["status"] = "False"
+    await r.reconcile(ServerKey("uid-a"))
+    stub["ready"] = False
+    created["status"]["conditions"][0]["status"] = "True"
+    await r.reconcile(ServerKey("uid-a"))
+    assert [a for a in rec.actions if a[0] == "relay"] == [
+        ("relay", REQ_IP, True),
+        ("relay", REQ_IP, False),
+        ("relay", REQ_IP, True),
+    ]
+    assert rec.actuations == ["cold"]
+
+    # A restarted controller finds the pair bound; the requester's readiness was lost with the
+    # stub's state (say), so it relays, but it did not actuate anything: no observation.
+    restarted, rec2 = make(world, asleep={RUN_IP: False})
+    await restarted.reconcile(ServerKey("uid-a"))
+    assert ("relay", REQ_IP, True) in rec2.actions
+    assert rec2.actuations == []
+
+
+async def test_restart_after_binding_takes_the_requesters_accelerators_from_its_runner() -> None:
+    """Killed between binding a sleeper and annotating the requester: the next controller never
+    asks the stub again (the pair is bound), so the requester's FYI GPUs come from the runner."""
+    world = World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    world.pods["req-a-server"]["metadata"]["annotations"][api.ACCELERATORS_ANNOTATION] = gpu_uuid("node-1", 0)
+    restarted, rec = make(world, asleep={RUN_IP: False})
+    await restarted.reconcile(ServerKey("uid-a"))
+    assert "query_gpus" not in rec.verbs()
+    ann = patches_of(rec, "req-a")[0]["metadata"]["annotations"]
+    assert ann[api.ACCELERATORS_ANNOTATION] == gpu_uuid("node-1", 0)
+
+
+async def test_restart_between_bind_and_relay_observes_nothing() -> None:
+    """Hot path cut by a restart after binding: the new controller relays, observes nothing."""
+    req = requester()
+    sleeper = runner(name="old-server", uid="uid-s", bound_to=None, nominal=nominal_of(req))
+    world = World([req, sleeper], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r.reconcile(ServerKey("uid-a"))
+    assert "wake" in rec.verbs() and rec.actuations == []
+    bound = runner(name="old-server", uid="uid-s", nominal=nominal_of(req), sleeping_label="false")
+    world.pods["old-server"] = bound
+    # The old controller would observe "hot" here; a restarted one must not.
+    restarted, rec2 = make(world, asleep={RUN_IP: False})
+    await restarted.reconcile(ServerKey("uid-a"))
+    assert ("relay", REQ_IP, True) in rec2.actions and rec2.actuations == []
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.actuations == ["hot"]
+
+
+def _kv(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, object]]:
+    return [dict(getattr(x, "kv", {})) for x in caplog.records if x.getMessage() == message]
+
+
+async def test_every_contract_log_line_names_its_requester_runner_and_node(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Contract §7 lines carry the objects they concern, so one grep finds a server's story."""
+    caplog.set_level(logging.INFO)
+    # Cold start, relay, unbind (sleep), end of life.
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, _ = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r.reconcile(ServerKey("uid-a"))
+    world.pods["req-a-server"] = runner(uid="uid-new-req-a-server", sleeping_label="false")
+    await r.reconcile(ServerKey("uid-a"))
+    world.pods["req-a"]["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+    await r.reconcile(ServerKey("uid-a"))
+    del world.pods["req-a"]
+    world.pods["req-a-server"] = runner(uid="uid-new-req-a-server", bound_to=None, sleeping_label="true")
+    await r.reconcile(ServerKey("uid-a"))
+    # Hot start of another requester; an asleep bound runner woken; an awake sleeper slept; eviction.
+    req_b = requester(name="req-b", uid="uid-b")
+    sleeper = runner(name="old-server", uid="uid-s", bound_to=None, nominal=nominal_of(req_b))
+    world2 = World([req_b, sleeper], [node()], gpu_map_cm({"node-1": 2}))
+    r2, _ = make(world2, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r2.reconcile(ServerKey("uid-b"))
+    r3, _ = make(World([requester(), runner()], [node()], gpu_map_cm({"node-1": 2})), asleep={RUN_IP: True})
+    await r3.reconcile(ServerKey("uid-a"))
+    r4, _ = make(World([runner(bound_to=None)], [node()]), asleep={RUN_IP: False})
+    await r4.reconcile(RunnerKey("uid-r"))
+    world5 = World([requester(), *sleepers_on_gpu0(2)], [node()], gpu_map_cm({"node-1": 2}))
+    r5, _ = make(world5, limit=1, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    await r5.reconcile(ServerKey("uid-a"))
+
+    want = {
+        LogMsg.FOUND_GPUS: {"requester", "node"},
+        LogMsg.CREATED_RUNNER: {"requester", "runner", "node"},
+        LogMsg.BOUND_RUNNER: {"requester", "runner", "node"},
+        LogMsg.WOKE: {"requester", "runner", "node"},
+        LogMsg.SLEPT: {"runner", "node"},
+        LogMsg.UNBOUND_RUNNER: {"requester", "runner", "node"},
+        LogMsg.RELAYED_READINESS: {"requester", "runner", "node"},
+        LogMsg.END_OF_LIFE: {"requesterUID", "requester", "runner", "node"},
+        LogMsg.SLEEPER_LIMIT_DELETE: {"runner", "node"},
+    }
+    for message, keys in want.items():
+        lines = _kv(caplog, message)
+        assert lines, f"no {message!r} line"
+        for kv in lines:
+            assert keys <= kv.keys(), (message, kv)
+            assert all(kv[k] for k in keys), (message, kv)
+    # Sleeping a runner as it is unbound also names the requester it served.
+    assert {"requester": "req-a", "runner": "req-a-server", "node": "node-1"}.items() <= _kv(
+        caplog, LogMsg.SLEPT
+    )[0].items()
+    assert _kv(caplog, LogMsg.END_OF_LIFE)[0]["requester"] == "req-a"

@@ -385,3 +385,26 @@ async def test_metrics(lister: ScriptedLister, sleeps: Sleeps) -> None:
         ("list",),
         ("watch",),  # the open watch, cancelled
     ]
+
+
+async def test_a_transform_sees_every_object_first(lister: ScriptedLister, sleeps: Sleeps) -> None:
+    def drop_spec(obj: RawObj) -> RawObj:
+        if obj["metadata"]["name"] == "odd":
+            raise ValueError("cannot slim this one")
+        return {"metadata": obj["metadata"], "slim": True}
+
+    informer = Informer("pods", lister, backoff=Backoff(sleep=sleeps), transform=drop_spec)
+    lister.lists.append(([pod("a", "5", "n1"), pod("odd", "6", "n1")], "10"))
+    lister.watches.append([event("ADDED", pod("b", "11")), event("MODIFIED", pod("a", "12"))])
+    got: list[RawObj] = []
+    informer.add_handlers(on_add=got.append, on_update=lambda _old, new: got.append(new))
+    async with running(informer):
+        await lister.exhausted.wait()
+    assert [(o["metadata"]["name"], "slim" in o) for o in got] == [
+        ("a", True),
+        ("odd", False),  # a failing transform keeps the object whole
+        ("b", True),
+        ("a", True),
+    ]
+    stored = informer.store.get("ns/a")
+    assert stored is not None and stored.get("slim") and "spec" not in stored

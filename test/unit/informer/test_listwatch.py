@@ -32,10 +32,20 @@ async def test_list_and_watch_use_the_bound_resource_and_selectors() -> None:
     assert events[0]["type"] == "BOOKMARK"
     selectors = {"label_selector": "app=x", "field_selector": "spec.nodeName=n"}
     assert kube.calls == [
-        ("list_all", (PODS, "ns"), selectors),
+        ("list_all", (PODS, "ns"), {**selectors, "transform": None}),
         (
             "watch",
             (PODS, "ns"),
             {"resource_version": "7", "timeout_seconds": 321, "allow_bookmarks": True, **selectors},
         ),
     ]
+
+
+async def test_a_transform_is_passed_to_the_paged_list() -> None:
+    kube = RecordingKube()
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    await kube_lister(cast(Kube, kube), PODS, "ns", transform=slim).list()
+    assert kube.calls[0][2]["transform"] is slim

@@ -1,0 +1,166 @@
+"""Kube.connect: the proxy is decided once, and requests do not consult the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dpctl.kube import Kube, env_proxy
+
+
+def kubeconfig(tmp_path: Path, server: str = "https://10.1.2.3:6443", proxy: str | None = None) -> Path:
+    cluster: dict[str, object] = {"server": server, "insecure-skip-tls-verify": True}
+    if proxy:
+        cluster["proxy-url"] = proxy
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+async def test_requests_do_not_look_at_the_environment(tmp_path: Path) -> None:
+    kube = await Kube.connect(str(kubeconfig(tmp_path)))
+    try:
+        session = kube._api.rest_client.pool_manager
+        assert not session.trust_env and not session.closed
+        assert kube._api.rest_client.proxy is None
+    finally:
+        await kube.close()
+    assert session.closed
+
+
+async def test_the_environment_proxy_is_taken_once_at_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    kube = await Kube.connect(str(kubeconfig(tmp_path)))
+    try:
+        assert kube._api.rest_client.proxy == "http://proxy.example:3128"
+    finally:
+        await kube.close()
+
+
+async def test_a_kubeconfig_proxy_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    kube = await Kube.connect(str(kubeconfig(tmp_path, proxy="http://mine.example:8080")))
+    try:
+        assert kube._api.rest_client.proxy == "http://mine.example:8080"
+    finally:
+        await kube.close()
+
+
+def test_no_proxy_exempts_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "10.1.2.3,.cluster.local")
+    assert env_proxy("https://10.1.2.3:6443") is None
+    assert env_proxy("https://api.cluster.local:6443") is None
+    assert env_proxy("https://api.example.com") == "http://proxy.example:3128"
+    assert env_proxy("http://plain.example") is None  # only HTTPS_PROXY is set
+
+
+class Paged(Kube):
+    """list_all over scripted pages; records how many full items were alive at each page."""
+
+    def __init__(self, pages: list[list[dict[str, object]]]) -> None:
+        super().__init__(api=None)  # type: ignore[arg-type]
+        self.pages = pages
+
+    async def list_page(self, res: object, namespace: str | None = None, **kw: object) -> dict[str, object]:
+        token = int(str(kw.get("continue_token") or 0))
+        meta: dict[str, object] = {"resourceVersion": "9"}
+        if token + 1 < len(self.pages):
+            meta["continue"] = str(token + 1)
+        return {"items": self.pages[token], "metadata": meta}
+
+
+async def test_list_all_transforms_each_page_as_it_arrives() -> None:
+    pages = [[{"n": 1, "big": "x" * 10}, {"n": 2, "big": "y"}], [{"n": 3, "big": "z"}]]
+    seen: list[int] = []
+
+    def slim(item: dict[str, object]) -> dict[str, object]:
+        seen.append(int(str(item["n"])))
+        return {"n": item["n"]}
+
+    kube = Paged(pages)
+    items, rv = await kube.list_all(object(), "ns", transform=slim)  # type: ignore[arg-type]
+    assert (items, rv, seen) == ([{"n": 1}, {"n": 2}, {"n": 3}], "9", [1, 2, 3])
+    assert (await kube.list_all(object(), "ns"))[0] == [*pages[0], *pages[1]]  # type: ignore[arg-type]
+
+
+async def test_calls_carry_credentials_query_and_json_body(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from dpctl.kube import PODS, ApiError
+
+    seen: list[tuple[str, str, str, str, str, bytes]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append(
+            (
+                request.method,
+                request.path_qs,
+                request.headers.get("Authorization", ""),
+                request.headers.get("Content-Type", ""),
+                request.headers.get("User-Agent", ""),
+                body,
+            )
+        )
+        if request.method == "DELETE":
+            return web.json_response(
+                {"kind": "Status", "reason": "Conflict", "message": "uid differs"}, status=409
+            )
+        return web.json_response({"metadata": {"name": "p"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    calls: list[tuple[str, str, int]] = []
+    kube = await Kube.connect(
+        str(kubeconfig(tmp_path, server=f"http://127.0.0.1:{port}")),
+        observer=lambda verb, res, code, _s: calls.append((verb, res, code)),
+    )
+    try:
+        assert await kube.patch(
+            PODS, "p", {"metadata": {"labels": {"a": "b"}}}, "ns", field_manager="me"
+        ) == {"metadata": {"name": "p"}}
+        try:
+            await kube.delete(PODS, "p", "ns", uid="u1")
+        except ApiError as err:
+            assert (err.status, err.reason, err.message) == (409, "Conflict", "uid differs")
+        else:
+            raise AssertionError("a 409 must raise")
+    finally:
+        await kube.close()
+        await runner.cleanup()
+    patch, delete = seen
+    assert patch[:5] == (
+        "PATCH",
+        "/api/v1/namespaces/ns/pods/p?fieldManager=me",
+        "Bearer t",
+        "application/strategic-merge-patch+json",
+        "dpctl",
+    )
+    assert patch[5] == b'{"metadata": {"labels": {"a": "b"}}}'
+    assert delete[0] == "DELETE" and b'"preconditions": {"uid": "u1"}' in delete[5]
+    assert calls == [("patch", "pods", 200), ("delete", "pods", 409)]
