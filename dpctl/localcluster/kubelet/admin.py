@@ -9,6 +9,8 @@ A plain-HTTP server on 127.0.0.1 (a free port, written with the pid to
 - ``POST /nodes/{name}/ready``           it reports ``Ready=True`` and heartbeats again
 - ``POST /nodes/{name}/remove``          its pods' processes are killed and its Node deleted
 - ``POST /nodes/{name}/add``             a removed (or new ``<prefix><n>``) node registers
+- ``GET  /ledger``                       -> ``{"holds", "awake", "violations": [...]}`` of the hollow
+  runtime's GPU ledger (404 without ``--hollow``: processes share the sqlite file instead)
 
 Each POST returns once the change is made (200 with the node's description), 404 for an unknown
 node, 409 when the change does not apply to the node's state, 502 when the API server refused.
@@ -25,6 +27,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from dpctl.emulator.ledger import GpuLedger
 from dpctl.kube import ApiError
 from dpctl.localcluster.kubelet.ctl import ACTIONS, ADMIN_FILE
 from dpctl.localcluster.kubelet.nodes import NodeAgent
@@ -38,8 +41,10 @@ class AdminServer:
         agents: Mapping[str, NodeAgent],
         add_node: Callable[[str], Awaitable[NodeAgent]],
         log: KV,
+        ledger: GpuLedger | None = None,
     ) -> None:
         self._file = state_dir / ADMIN_FILE
+        self._ledger = ledger
         self._agents = agents
         self._add_node = add_node
         self._log = log
@@ -50,6 +55,7 @@ class AdminServer:
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/nodes", self._list)
         app.router.add_post("/nodes/{name}/{action}", self._act)
+        app.router.add_get("/ledger", self._ledger_state)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -69,6 +75,18 @@ class AdminServer:
 
     async def _list(self, _: web.Request) -> web.Response:
         return web.json_response({"nodes": [a.describe() for a in self._agents.values()]})
+
+    async def _ledger_state(self, _: web.Request) -> web.Response:
+        if self._ledger is None:
+            return _error(404, "no in-process GPU ledger (the kubelet runs without --hollow)")
+        holds = self._ledger.holds()
+        return web.json_response(
+            {
+                "holds": len(holds),
+                "awake": sum(1 for h in holds if h.awake),
+                "violations": [str(v) for v in self._ledger.violations()],
+            }
+        )
 
     async def _act(self, request: web.Request) -> web.Response:
         name, action = request.match_info["name"], request.match_info["action"]

@@ -38,6 +38,8 @@ from dpctl.localcluster import pki
 from dpctl.localcluster.kubelet import ips
 from dpctl.localcluster.kubelet.admin import AdminServer
 from dpctl.localcluster.kubelet.events import PodEvents
+from dpctl.localcluster.kubelet.hollow import HollowRuntime, LedgerMode
+from dpctl.localcluster.kubelet.hollownet import ListenMode
 from dpctl.localcluster.kubelet.ips import node_index, node_ip, node_name
 from dpctl.localcluster.kubelet.logserver import LogServer
 from dpctl.localcluster.kubelet.nodes import NodeAgent, NodeShape
@@ -84,6 +86,10 @@ class KubeletConfig:
     status_interval: float = 60.0
     workers: int = 8
     python: str = field(default_factory=lambda: sys.executable)
+    # Requester stubs and vLLM emulators in this process (see ``hollow``).
+    hollow: bool = False
+    hollow_listen: ListenMode = "pod"
+    hollow_ledger: LedgerMode = "memory"
 
 
 def _base_env(python: str) -> dict[str, str]:
@@ -124,7 +130,7 @@ class SimKubelet:
         kube: Kube,
         version: str,
         session: aiohttp.ClientSession,
-        runtime: ProcessRuntime,
+        runtime: ProcessRuntime | HollowRuntime,
     ) -> None:
         self.cfg = cfg
         self.agents: dict[str, NodeAgent] = {}
@@ -166,7 +172,8 @@ class SimKubelet:
         )
         ca = pki.load_ca(cfg.ca_cert, cfg.ca_key) if cfg.ca_cert and cfg.ca_key else None
         self._logs = LogServer(self.syncer.find, cfg.state_dir / "kubelet" / "pki", ca, cfg.ca_cert, _log)
-        self._admin = AdminServer(cfg.state_dir, self.agents, self._add_node, _log)
+        ledger = runtime.ledger if isinstance(runtime, HollowRuntime) else None
+        self._admin = AdminServer(cfg.state_dir, self.agents, self._add_node, _log, ledger)
         self._informer.add_handlers(
             on_add=self._on_pod, on_update=lambda _, new: self._on_pod(new), on_delete=self._on_pod
         )
@@ -177,7 +184,11 @@ class SimKubelet:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         kube = await Kube.connect(str(cfg.kubeconfig))
         session = aiohttp.ClientSession()
-        runtime = ProcessRuntime()
+        runtime: ProcessRuntime | HollowRuntime = (
+            HollowRuntime(cfg.state_dir, cfg.hollow_listen, cfg.hollow_ledger)
+            if cfg.hollow
+            else ProcessRuntime()
+        )
         kubelet: SimKubelet | None = None
         try:
             version = str((await kube.request_json("GET", "/version")).get("gitVersion", "v0.0.0"))
@@ -204,7 +215,11 @@ class SimKubelet:
                 self._spawn(agent)
             await self._admin.start()
             _log.info(
-                "Simulated kubelet running", nodes=self.cfg.nodes, gpus=self.cfg.gpus, version=self._version
+                "Simulated kubelet running",
+                nodes=self.cfg.nodes,
+                gpus=self.cfg.gpus,
+                version=self._version,
+                hollow=self.cfg.hollow,
             )
             await self._informer.wait_synced()
             live = self._informer.store.list()
@@ -217,6 +232,7 @@ class SimKubelet:
             )
 
     async def close(self) -> None:
+        self.syncer.flush_allocs()
         await self._admin.close()
         await self._logs.close()
         await self._events.close()

@@ -4,6 +4,7 @@ Serve::
 
     dpctl sim-kubelet --kubeconfig K --state-dir D --nodes N --gpus G \\
         [--gpu-product NVIDIA-L40S] [--node-prefix node-] [--ca-cert C --ca-key K]
+        [--hollow [--hollow-listen pod|any] [--hollow-ledger memory|sqlite]]
 
 Control (through the admin API whose port the server wrote to ``D/kubelet-admin.json``)::
 
@@ -65,6 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="which block of 256 node addresses to use (127.(64+block).x.y); one per local cluster",
     )
+    parser.add_argument(
+        "--hollow",
+        action="store_true",
+        help="serve requester stubs and vLLM emulators inside this process instead of one process each",
+    )
+    parser.add_argument(
+        "--hollow-listen",
+        choices=["pod", "any"],
+        default="pod",
+        help="hollow servers listen per pod IP and port (pod), or on 0.0.0.0 per port (any)",
+    )
+    parser.add_argument(
+        "--hollow-ledger",
+        choices=["memory", "sqlite"],
+        default="memory",
+        help="GPU ledger of hollow emulators: in this process, or the cluster's sqlite file",
+    )
     parser.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity (klog-style)")
     sub = parser.add_subparsers(dest="kubelet_command", metavar="ctl")
     ctl_parser = sub.add_parser("ctl", help="change a node of a running simulated kubelet")
@@ -112,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         status_interval=args.status_interval,
         workers=args.workers,
         address_block=args.address_block,
+        hollow=args.hollow,
+        hollow_listen=args.hollow_listen,
+        hollow_ledger=args.hollow_ledger,
     )
     try:
         asyncio.run(_serve(cfg))

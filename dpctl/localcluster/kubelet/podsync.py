@@ -84,6 +84,8 @@ STATUS_LAG_S: Final = 2.0
 # Grace for the processes of a pod that vanished from the API (force deleted, PodGC).
 GONE_GRACE_S: Final = 2.0
 RESTARTED_MESSAGE: Final = "The container's process ended with a previous simulated kubelet"
+# At most one write of allocations.json per interval; a change inside it is written at its end.
+ALLOC_SAVE_INTERVAL_S: Final = 1.0
 _TRANSIENT = (ApiError, aiohttp.ClientError, OSError, TimeoutError)
 
 
@@ -121,6 +123,8 @@ class PodSyncer:
         self.ips = IpAllocator()
         self._alloc_file = AllocationFile(settings.state_dir / "allocations.json")
         self._allocs: dict[str, PodAllocation] = {}
+        self._saved_at = -ALLOC_SAVE_INTERVAL_S
+        self._save_later: asyncio.TimerHandle | None = None
         self._pods_dir = settings.state_dir / "pods"
 
     # -- start-up -------------------------------------------------------------------------------
@@ -238,6 +242,24 @@ class PodSyncer:
             self._save_allocs()
 
     def _save_allocs(self) -> None:
+        """Write allocations.json now, or, within ALLOC_SAVE_INTERVAL_S of the last write, once
+        at the end of that interval: each write is the whole file, so a burst of thousands of
+        admissions must not write it thousands of times. A lone change is written at once."""
+        if self._save_later is not None:
+            return  # a write is already due, and will include this change
+        loop = asyncio.get_running_loop()
+        wait = self._saved_at + ALLOC_SAVE_INTERVAL_S - loop.time()
+        if wait > 0:
+            self._save_later = loop.call_later(wait, self.flush_allocs)
+            return
+        self.flush_allocs()
+
+    def flush_allocs(self) -> None:
+        """Write allocations.json now (a deferred write is done here too)."""
+        if self._save_later is not None:
+            self._save_later.cancel()
+            self._save_later = None
+        self._saved_at = asyncio.get_running_loop().time()
         try:
             self._alloc_file.save(self._allocs)
         except OSError as e:
@@ -276,6 +298,14 @@ class PodSyncer:
             return result.seconds
         if isinstance(result, Failed):
             return self._start_failed(rec, pod, r, result.message, result.container_id, now)
+        if self.records.get(rec.uid) is not rec:
+            # The node was removed while this start was in flight: kill_node killed the processes
+            # it knew and dropped the record, so nothing else would ever stop this one.
+            result.handle.kill()
+            self._log.info(
+                "Killed a container started as its node was removed", pod=rec.ref, container=r.name
+            )
+            return None
         if not r.init:
             self._start_probes(rec, r, c, result.handle, now)
         return None

@@ -1,8 +1,8 @@
 """The container runtime: how a container instance starts, stops and reports its end.
 
 :class:`ContainerRuntime` is the interface the pod sync loop uses (``start``, and on the handle
-``status``, ``stop(grace)``, ``kill``), so a later "hollow" runtime can serve thousands of pods
-in-process instead of processes. :class:`ProcessRuntime` runs each instance as a local process:
+``status``, ``stop(grace)``, ``kill``), so the "hollow" runtime (``hollow``) can serve thousands
+of pods in-process instead of processes. :class:`ProcessRuntime` runs each instance as a local process:
 
 - its own process group, so stopping it reaches everything it started, and when its main process
   exits the rest of the group is killed, as a container's PID namespace would be;
@@ -97,6 +97,34 @@ def _exit_of(returncode: int) -> Exit:
     return Exit(returncode, now)
 
 
+async def exec_in(launch: Launch, argv: list[str], timeout: float) -> int:
+    """Run a command "in" a container: its environment and directory, a process group of its own.
+    Its exit code, or -1 when it did not finish in time; OSError when it cannot run."""
+    env = launch.env
+    program = shutil.which(argv[0], path=env.get("PATH", "")) if "/" not in argv[0] else argv[0]
+    if program is None:
+        raise FileNotFoundError(argv[0])
+    proc = await asyncio.create_subprocess_exec(
+        program,
+        *argv[1:],
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=launch.cwd,
+        env=dict(env),
+        process_group=0,
+        preexec_fn=_preexec(os.getpid()),
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            return await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return -1
+
+
 class _ProcessHandle:
     def __init__(self, launch: Launch, proc: asyncio.subprocess.Process, log: CriLogWriter) -> None:
         self._launch = launch
@@ -134,29 +162,7 @@ class _ProcessHandle:
             self._signal(signal.SIGKILL)
 
     async def exec_sync(self, argv: list[str], timeout: float) -> int:
-        env = self._launch.env
-        program = shutil.which(argv[0], path=env.get("PATH", "")) if "/" not in argv[0] else argv[0]
-        if program is None:
-            raise FileNotFoundError(argv[0])
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *argv[1:],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=self._launch.cwd,
-            env=dict(env),
-            process_group=0,
-            preexec_fn=_preexec(os.getpid()),
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                return await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            return -1
+        return await exec_in(self._launch, argv, timeout)
 
     def _signal(self, sig: signal.Signals) -> None:
         # Until the leader is reaped its pid is the group's id and cannot be reused.

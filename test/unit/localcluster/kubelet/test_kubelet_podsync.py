@@ -13,7 +13,6 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
-from helpers import async_wait_for
 
 from dpctl.kube import ApiError, Resource
 from dpctl.localcluster.kubelet.containers import rfc3339
@@ -24,6 +23,7 @@ from dpctl.localcluster.kubelet.runtime import Exit, Launch
 from dpctl.localcluster.kubelet.tokens import ClusterAccess, TokenManager
 from dpctl.log import get as get_logger
 from dpctl.workqueue.outcome import Done, RequeueAfter
+from helpers import async_wait_for
 
 UUIDS = ("GPU-0", "GPU-1", "GPU-2", "GPU-3")
 
@@ -216,6 +216,27 @@ async def test_admits_starts_and_reports_running(world: World) -> None:
     patches = len(world.kube.patches)
     assert await world.syncer.sync(uid) == Done()
     assert len(world.kube.patches) == patches  # nothing changed, nothing written
+
+
+async def test_a_container_started_while_its_node_is_removed_is_killed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Soak finding: a start in flight when the node was removed left its process running for
+    ever (it held its GPU awake in the ledger): kill_node had collected the handles before the
+    start returned, then dropped the record that the new handle went into."""
+    uid = world.add(make_pod("a"))
+    start = world.runtime.start
+
+    async def start_then_remove(launch: Launch, on_exit: Callable[[Exit], None]) -> FakeHandle:
+        handle = await start(launch, on_exit)
+        await world.syncer.kill_node("node-1")  # the admin API's remove, while the start is in flight
+        return handle
+
+    monkeypatch.setattr(world.runtime, "start", start_then_remove)
+    await world.syncer.sync(uid)
+    [handle] = world.runtime.handles
+    assert handle.exit is not None and handle.exit.exit_code == 137
+    assert uid not in world.syncer.records
 
 
 async def test_crash_restarts_at_once_then_backs_off(world: World) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers import async_wait_for
 
 from dpctl.localcluster.kubelet.probes import (
     ProbeSpec,
@@ -16,6 +15,7 @@ from dpctl.localcluster.kubelet.probes import (
     ProbeWorker,
     parse_probe,
 )
+from helpers import async_wait_for
 
 CONTAINER = {"name": "c", "ports": [{"name": "probes", "containerPort": 8080}]}
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import async_wait_for, wait_for
 
 from dpctl.localcluster.kubelet.logfiles import parse_entries
 from dpctl.localcluster.kubelet.runtime import Exit, Launch, ProcessRuntime, StartFailed, reap_orphans
+from helpers import async_wait_for, wait_for
 
 
 def launch(tmp_path: Path, *argv: str, name: str = "c") -> Launch:
