@@ -1,0 +1,1 @@
+"""Benchmarks of the dual-pods controller: ``bench.run`` (``make bench``) and micro benchmarks."""
