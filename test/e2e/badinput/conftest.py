@@ -1,0 +1,213 @@
+"""Module-wide fixtures of the bad-input table: one namespace, one ``gpu-map``, one controller (a
+plain process with a metrics port, so its API and HTTP calls can be counted) and one healthy pair
+that every row must leave alone.
+
+The rows run one after another against the same controller, which is the point: a bad requester
+must not disturb anything else the controller does, and a controller that crashed, looped or
+lost the healthy pair on one row fails that row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpctl import api
+from dpctl.dualpods import podview
+from dpctl.emulator.gputable import load_gpu_table
+from dpctl.emulator.ledger import Ledger
+from dpctl.emulator.simenv import ledger_path
+from e2e.dualpods.conftest import DPCTL, ControllerProcess, _release_finalizers
+from e2e.recipe import Kubectl, ServerPatch, mkrs
+from helpers import wait_for
+
+HEALTHY_NODE = "node-1"
+ROW_NODE = "node-2"
+GOOD_PATCH = ServerPatch(startup_delay_s=1.0)
+TIMEOUT = 120
+
+_COUNT = re.compile(r"^(dpctl_(?:api|http)_request_duration_seconds)_count\{([^}]*)\} ([0-9.e+]+)$")
+
+
+def requester_pod(
+    name: str,
+    row: str,
+    patch: ServerPatch | str | None = GOOD_PATCH,
+    *,
+    admin_port: str | None = "8081",
+    env: Mapping[str, str] | None = None,
+    node: str = ROW_NODE,
+) -> dict[str, Any]:
+    """A bare requester Pod (the recipe's ReplicaSet template) pinned to ``node``, labelled ``row``."""
+    template = mkrs(
+        name, patch, admin_port=admin_port, requester_env=env, node_selector={api.HOSTNAME_LABEL: node}
+    )["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            # One instance label per row, so two requesters of a row can share a sleeper.
+            "labels": {**template["metadata"]["labels"], "instance": row, "row": row},
+            "annotations": template["metadata"]["annotations"],
+        },
+        "spec": template["spec"],
+    }
+
+
+def create_pod(kubectl: Kubectl, pod: Mapping[str, Any]) -> None:
+    """``kubectl create``, not ``apply``: apply would copy the object into an annotation, and the
+    oversized row needs all of the API server's 256 KiB of annotations."""
+    kubectl.run("create", "-f", "-", input=json.dumps(pod))
+
+
+@dataclass
+class Calls:
+    """The controller's calls so far: API writes (by resource) and HTTP calls to Pods."""
+
+    api_writes: dict[str, float]
+    http: float
+
+    def minus(self, before: Calls) -> Calls:
+        return Calls(
+            {k: v - before.api_writes.get(k, 0.0) for k, v in self.api_writes.items()},
+            self.http - before.http,
+        )
+
+    @property
+    def writes(self) -> float:
+        return sum(self.api_writes.values())
+
+
+@dataclass
+class Setup:
+    kubectl: Kubectl
+    controller: ControllerProcess
+    metrics_port: int
+    gpu_map: dict[str, dict[str, int]]
+    healthy: tuple[str, str, str, str]  # requester name, uid; runner name, uid
+    ledger: Ledger
+
+    def calls(self) -> Calls:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        writes: dict[str, float] = {}
+        http = 0.0
+        for line in text.splitlines():
+            m = _COUNT.match(line)
+            if m is None:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            if m.group(1).startswith("dpctl_http"):
+                http += float(m.group(3))
+            elif labels.get("verb") in ("create", "patch", "update", "delete"):
+                key = labels.get("resource", "")
+                writes[key] = writes.get(key, 0.0) + float(m.group(3))
+        return Calls(writes, http)
+
+    def apply_gpu_map(self, data: Mapping[str, str] | None) -> None:
+        """Replace ``gpu-map``'s data (None: delete the ConfigMap)."""
+        if data is None:
+            self.kubectl.run("delete", "configmap", api.GPU_MAP_NAME, "--ignore-not-found")
+            return
+        self.kubectl.run("delete", "configmap", api.GPU_MAP_NAME, "--ignore-not-found")
+        self.kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": api.GPU_MAP_NAME},
+                "data": dict(data),
+            }
+        )
+
+    def good_gpu_map_data(self) -> dict[str, str]:
+        return {n: json.dumps(m) for n, m in self.gpu_map.items()}
+
+    def healthy_problems(self) -> list[str]:
+        """How the healthy pair differs from how it started (empty: untouched and Ready)."""
+        req_name, req_uid, run_name, run_uid = self.healthy
+        problems = []
+        for name, uid in ((req_name, req_uid), (run_name, run_uid)):
+            pod = self.kubectl.pod(name)
+            if pod is None or podview.uid(pod) != uid:
+                problems.append(f"{name} was replaced or deleted")
+            elif not podview.pod_ready(pod) or podview.deleting(pod):
+                problems.append(f"{name} is not Ready")
+        return problems
+
+    def controller_problems(self) -> list[str]:
+        proc = self.controller.proc
+        problems = []
+        if proc is None or proc.poll() is not None:
+            problems.append(f"the controller exited ({None if proc is None else proc.returncode})")
+        if "Traceback" in self.controller.log():
+            problems.append("the controller logged a traceback")
+        return problems
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def setup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if cluster.state_dir is None:
+        pytest.skip("the bad-input table needs the local cluster (GPU tables, ledger, fault injection)")
+    ns = f"e2e-bad-{uuid.uuid4().hex[:8]}"
+    cluster.run_kubectl("create", "namespace", ns)
+    wait_for(
+        lambda: (
+            cluster.run_kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0
+        ),
+        60,
+        f"ServiceAccount {ns}/default",
+    )
+    kubectl = Kubectl(cluster.kubectl, str(cluster.kubeconfig), ns)
+    nodes = [n["metadata"]["name"] for n in kubectl.get_json("nodes")["items"]]
+    gpu_map = {n: {g.uuid: g.index for g in load_gpu_table(Path(cluster.state_dir), n).gpus} for n in nodes}
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["DPCTL_LISTEN_HOST"] = "127.0.0.1"
+    args = [str(DPCTL), "controller", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)]
+    args += ["--sleeper-limit=2", f"--metrics-port={port}", "-v", "5"]
+    log_path = tmp_path_factory.mktemp("badinput") / "controller.log"
+    controller = ControllerProcess(ns, log_path, args, env)
+    s = Setup(
+        kubectl, controller, port, gpu_map, ("", "", "", ""), Ledger(ledger_path(Path(cluster.state_dir)))
+    )
+    s.apply_gpu_map(s.good_gpu_map_data())
+    controller.start()
+    try:
+        wait_for(s.calls, 60, "the controller's /metrics")
+        create_pod(kubectl, requester_pod("healthy", "healthy", node=HEALTHY_NODE))
+
+        def pair() -> tuple[str, str, str, str] | None:
+            pods = kubectl.pods()
+            req = next((p for p in pods if podview.name(p) == "healthy"), None)
+            if req is None or not podview.pod_ready(req):
+                return None
+            for p in pods:
+                bound = podview.bound_requester(p) if podview.is_runner(p) else None
+                if bound and bound[0] == podview.uid(req) and podview.pod_ready(p):
+                    return "healthy", podview.uid(req), podview.name(p), podview.uid(p)
+            return None
+
+        s.healthy = wait_for(pair, TIMEOUT, "the healthy pair bound and Ready")
+        yield s
+    finally:
+        controller.stop()
+        _release_finalizers(kubectl)
+        cluster.run_kubectl("delete", "namespace", ns, "--wait=false", check=False)
