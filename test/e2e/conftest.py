@@ -33,8 +33,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from helpers import wait_for
-
 from dpctl.localcluster import kubehttp
 from dpctl.localcluster.bins import Bins, BinsError, resolve_bins
 from dpctl.localcluster.cluster import (
@@ -42,6 +40,7 @@ from dpctl.localcluster.cluster import (
     LocalCluster,
     is_local_kubeconfig,
 )
+from helpers import wait_for
 
 
 @dataclass(frozen=True)

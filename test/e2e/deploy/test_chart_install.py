@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from helpers import wait_for
 
 if TYPE_CHECKING:

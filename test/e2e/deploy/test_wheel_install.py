@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
 
 from dpctl import api
 from dpctl.dualpods.fleet import FleetReport
@@ -28,6 +27,7 @@ from e2e.recipe import (
     requesters_of,
     unique_name,
 )
+from helpers import wait_for
 
 from .conftest import dump
 

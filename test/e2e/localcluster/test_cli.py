@@ -14,11 +14,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import wait_for
 
 from dpctl.localcluster.bins import ENV_BINS, Bins
 from dpctl.localcluster.cluster import kubelet_available
 from dpctl.localcluster.procs import proc_start_ticks, read_pid, read_pids
+from helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
 from dpctl.localcluster.cluster import GPU_RESOURCE, NODE_VIEWER_CLUSTER_ROLE
 from e2e.conftest import ClusterHandle
+from helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -20,11 +20,11 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from helpers import wait_for
 
 from dpctl.localcluster.kubelet import ctl
 from e2e.conftest import ClusterHandle
 from e2e.recipe import Kubectl, ServerPatch
+from helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

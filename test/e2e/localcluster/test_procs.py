@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
 from dpctl.localcluster import procs
+from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 

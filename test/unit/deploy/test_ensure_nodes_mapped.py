@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]

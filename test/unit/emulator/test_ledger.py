@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
 from dpctl.emulator.ledger import Action, GpuLedger, Holder, Ledger, MemoryLedger, pid_alive
+from helpers import wait_for
 
 GPU_0 = "GPU-00000000-0000-0000-0000-000000000000"
 GPU_1 = "GPU-11111111-1111-1111-1111-111111111111"

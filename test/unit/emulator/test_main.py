@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import wait_for
 
 from dpctl.emulator.gputable import GpuTable, save_gpu_table
 from dpctl.emulator.ledger import Action, Ledger
 from dpctl.emulator.simenv import container_env, ledger_path
+from helpers import wait_for
 
 if TYPE_CHECKING:
     from conftest import DpctlProcess, SpawnDpctl

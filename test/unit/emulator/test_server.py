@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import async_wait_for
 
 from dpctl.emulator.args import ServeArgs
 from dpctl.emulator.devices import GpuSeat
 from dpctl.emulator.ledger import Holder, MemoryLedger
 from dpctl.emulator.server import Emulator, EmulatorConfig, make_emulator_app
+from helpers import async_wait_for
 
 GPU = "GPU-00000000-0000-0000-0000-000000000000"
 LOADING_FOREVER_S = 3600.0

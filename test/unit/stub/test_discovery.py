@@ -11,7 +11,6 @@ import types
 from pathlib import Path
 
 import pytest
-from helpers import async_wait_for
 
 from dpctl.stub.discovery import (
     DiscoveryError,
@@ -21,6 +20,7 @@ from dpctl.stub.discovery import (
     VisibleDevicesDiscovery,
     default_discovery,
 )
+from helpers import async_wait_for
 
 UUID_A = "GPU-11111111-2222-3333-4444-555555555555"
 UUID_B = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

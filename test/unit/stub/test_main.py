@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
 from helpers import wait_for
 
 if TYPE_CHECKING:
