@@ -96,7 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--workers",
         type=int,
         default=128,
-        help="the controller's --num-workers (default 128; the chart's default, 4, queues a burst)",
+        help="the controller's --num-workers (default 128; the chart's default, 32, queues a burst of hundreds)",
     )
     p.add_argument("--verbosity", type=int, default=2, help="the controller's -v")
     p.add_argument("--state-dir", type=Path, default=None, help="the cluster's state (default: a temp dir)")

@@ -14,7 +14,7 @@ class ControllerConfig(BaseModel):
     kubeconfig: str | None = None
     context: str | None = None
     sleeper_limit: int = Field(default=2, ge=0, description="sleeping runners kept per GPU")
-    num_workers: int = Field(default=4, ge=1, le=256)
+    num_workers: int = Field(default=32, ge=1, le=256)
     verbosity: int = Field(default=2, ge=0, le=10)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 disables /metrics and health")

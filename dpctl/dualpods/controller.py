@@ -39,7 +39,7 @@ class Controller:
         namespace: str,
         effects: Effects,
         settings: Settings,
-        num_workers: int = 4,
+        num_workers: int = 32,
         watch_nodes: bool = True,
         queue_metrics: QueueMetrics | None = None,
         informer_metrics: InformerMetrics | None = None,

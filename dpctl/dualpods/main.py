@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--context", default=None, help="kubeconfig context")
     p.add_argument("--sleeper-limit", type=int, default=2, help="sleeping runners kept per GPU (default 2)")
-    p.add_argument("--num-workers", type=int, default=4, help="inference servers reconciled concurrently")
+    p.add_argument("--num-workers", type=int, default=32, help="inference servers reconciled concurrently")
     p.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity like klog's -v (default 2)")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument(

@@ -40,12 +40,16 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        probes_port = _port(os.environ, PROBES_PORT_ENV, DEFAULT_PROBES_PORT)
-        spi_port = _port(os.environ, SPI_PORT_ENV, DEFAULT_SPI_PORT)
+        probes_port, spi_port = stub_ports(os.environ)
     except ValueError as e:
         log.error("%s", e)
         return EXIT_USAGE
     return asyncio.run(_serve(listen_host(), probes_port, spi_port))
+
+
+def stub_ports(env: Mapping[str, str]) -> tuple[int, int]:
+    """The probes and SPI ports the environment asks for; ValueError names a bad one."""
+    return _port(env, PROBES_PORT_ENV, DEFAULT_PROBES_PORT), _port(env, SPI_PORT_ENV, DEFAULT_SPI_PORT)
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

@@ -66,6 +66,19 @@ class ClusterHandle:
             input=input,
         )
 
+    def create_namespace(self, prefix: str = "e2e") -> str:
+        """A fresh namespace, ready for pods (its `default` ServiceAccount exists)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.run_kubectl("create", "namespace", name)
+        wait_for(
+            lambda: (
+                self.run_kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0
+            ),
+            60,
+            f"ServiceAccount {name}/default",
+        )
+        return name
+
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
@@ -158,14 +171,6 @@ def _foreign(kubeconfig: Path) -> tuple[ClusterHandle, Bins | None]:
 @pytest.fixture
 def namespace(cluster: ClusterHandle) -> Iterator[str]:
     """A fresh namespace, ready for pods (its `default` ServiceAccount exists); deleted afterwards."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.run_kubectl("create", "namespace", name)
-    wait_for(
-        lambda: (
-            cluster.run_kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0
-        ),
-        60,
-        f"ServiceAccount {name}/default",
-    )
+    name = cluster.create_namespace()
     yield name
     cluster.run_kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -56,16 +56,14 @@ from typing import Any, Final, Literal, TypeVar
 from aiohttp import web
 
 from dpctl.api import (
-    DEFAULT_PROBES_PORT,
-    DEFAULT_SPI_PORT,
     LISTEN_HOST_ENV,
-    PROBES_PORT_ENV,
-    SPI_PORT_ENV,
 )
 from dpctl.emulator.args import USAGE, ServeArgsError, parse_serve_args
 from dpctl.emulator.devices import DeviceError, GpuSeat, resolve_cuda_devices
 from dpctl.emulator.gputable import GpuTable, load_gpu_table
 from dpctl.emulator.ledger import GpuLedger, Hold, Holder, Ledger, MemoryLedger
+from dpctl.emulator.main import EXIT_BIND_FAILED as EXIT_EMULATOR_BIND_FAILED
+from dpctl.emulator.main import EXIT_GPU_FAILED
 from dpctl.emulator.server import EMULATED_VLLM_VERSION, Emulator, EmulatorConfig, make_emulator_app
 from dpctl.emulator.simenv import NODE_ENV, NVIDIA_VISIBLE_DEVICES_ENV, ledger_path, state_dir
 from dpctl.faults import Faults
@@ -88,6 +86,8 @@ from dpctl.stub.discovery import (
     VisibleDevicesDiscovery,
     _parse_nvidia_smi,
 )
+from dpctl.stub.main import EXIT_BIND_FAILED as EXIT_STUB_BIND_FAILED
+from dpctl.stub.main import EXIT_USAGE, stub_ports
 from dpctl.stub.server import StubState, make_probes_app, make_spi_app
 from dpctl.stub.serving import start_runner
 
@@ -96,11 +96,6 @@ LEDGER_MODES: Final[tuple[LedgerMode, ...]] = ("memory", "sqlite")
 HollowKind = Literal["requester", "vllm-emulator"]
 _T = TypeVar("_T")
 
-# The exit codes of the processes (dpctl.stub.main, dpctl.emulator.main) for the same failures.
-EXIT_USAGE: Final = 2
-EXIT_STUB_BIND_FAILED: Final = {"probes": 10, "spi": 11}
-EXIT_GPU_FAILED: Final = 1
-EXIT_EMULATOR_BIND_FAILED: Final = 3
 _KILLED: Final = 128 + signal.SIGKILL
 
 _STUB_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -179,15 +174,6 @@ def _discovery(env: Mapping[str, str]) -> GpuDiscovery:
         (NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env)),
     ]
     return FirstSuccess(sources)
-
-
-def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if not value:
-        return default
-    if not value.isdigit() or not 0 < int(value) <= 65535:
-        raise ValueError(f"{name}={value!r} is not a TCP port")
-    return int(value)
 
 
 @dataclass
@@ -430,8 +416,7 @@ class HollowRuntime:
     async def _start_stub(self, handle: HollowHandle, launch: Launch, log: logging.Logger) -> HollowHandle:
         env = launch.env
         try:
-            probes_port = _env_port(env, PROBES_PORT_ENV, DEFAULT_PROBES_PORT)
-            spi_port = _env_port(env, SPI_PORT_ENV, DEFAULT_SPI_PORT)
+            probes_port, spi_port = stub_ports(env)
             faults = Faults.from_env(env)
         except ValueError as e:
             return handle.exited(EXIT_USAGE, str(e))

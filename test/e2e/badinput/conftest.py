@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import urllib.request
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,15 +165,7 @@ def _free_port() -> int:
 def setup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     if cluster.state_dir is None:
         pytest.skip("the bad-input table needs the local cluster (GPU tables, ledger, fault injection)")
-    ns = f"e2e-bad-{uuid.uuid4().hex[:8]}"
-    cluster.run_kubectl("create", "namespace", ns)
-    wait_for(
-        lambda: (
-            cluster.run_kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0
-        ),
-        60,
-        f"ServiceAccount {ns}/default",
-    )
+    ns = cluster.create_namespace("e2e-bad")
     kubectl = Kubectl(cluster.kubectl, str(cluster.kubeconfig), ns)
     nodes = [n["metadata"]["name"] for n in kubectl.get_json("nodes")["items"]]
     gpu_map = {n: {g.uuid: g.index for g in load_gpu_table(Path(cluster.state_dir), n).gpus} for n in nodes}
