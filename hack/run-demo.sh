@@ -56,7 +56,10 @@ log "controller Ready: kubectl logs deploy/$release"
 # The recipe's simple mkrs, with two local changes in the server patch: the vLLM emulator stands
 # in for `vllm serve` and starts in VLLM_EMULATOR_STARTUP_DELAY=5 s, so the readiness probe
 # starts after 2 s instead of the recipe's 60 s (which only a real model load needs).
+# The requester is pinned to one Node, so that scaling to 0 and back lands the new requester
+# where its sleeper waits (on another Node it would get a new runner instead).
 stamp=$(date +%H-%M-%S)
+demo_node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
 kubectl apply -f - <<EOF
 apiVersion: apps/v1
 kind: ReplicaSet
@@ -120,6 +123,8 @@ spec:
                 initialDelaySeconds: 2
                 periodSeconds: 5
     spec:
+      nodeSelector:
+        kubernetes.io/hostname: "$demo_node"
       containers:
         - name: inference-server
           image: $requester_image
