@@ -213,6 +213,12 @@ class Bench:
                 ],
             },
             start_timeout=300.0,
+            # One simulated-kubelet process heartbeats every node's Lease; on a small machine under
+            # a burst its heartbeats lag by tens of seconds, and the node lifecycle controller
+            # would mark healthy nodes NotReady and evict their Pods (a 250-node run lost a node's
+            # runners that way). Real nodes each have their own kubelet; the benchmark is about
+            # the controller, so a lagging heartbeat must not look like a failed node.
+            node_monitor_grace_period=600.0,
         )
         cluster = LocalCluster(
             self.state_dir,
