@@ -122,6 +122,22 @@ def scale_to_zero_keeps_sleeper(kubectl: Kubectl, dpctlr: Dpctlr, rs: str, req: 
     return sleeper
 
 
+def both_gone_then_replaced(
+    kubectl: Kubectl, rs: str, req: Pod, runner: Pod, gpu_map: Mapping[str, Mapping[str, int]]
+) -> None:
+    """Example 2's ending: the runner and its requester both go, then the ReplicaSet's
+    replacement requester gets a new pair of its own, the only runner left."""
+    wait_for(
+        lambda: kubectl.pod(name_of(req)) is None and kubectl.pod(name_of(runner)) is None,
+        T,
+        "both the runner and its requester gone",
+    )
+    req2, runner2 = pair_ready(kubectl, rs)
+    assert {name_of(req2), name_of(runner2)}.isdisjoint({name_of(req), name_of(runner)})
+    assert_pair(req2, runner2, gpu_map)
+    assert only_runners(kubectl) == [name_of(runner2)]
+
+
 def only_runners(kubectl: Kubectl) -> list[str]:
     return sorted(name_of(r) for r in runners(kubectl.pods()))
 

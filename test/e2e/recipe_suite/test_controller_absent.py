@@ -28,6 +28,7 @@ from .steps import (
     assert_found_gpus_logged,
     assert_in_order,
     assert_pair,
+    both_gone_then_replaced,
     fresh,
     live_requesters,
     only_runners,
@@ -92,16 +93,8 @@ def test_example_3_runner_deleted_while_the_controller_is_uninstalled_takes_its_
     assert not deleting(fresh(kubectl, req)), "nothing deletes the requester while no controller runs"
 
     dpctlr.install()
-    # Example 2's ending: both go, then the ReplicaSet's replacement gets a pair of its own.
-    wait_for(
-        lambda: kubectl.pod(name_of(req)) is None and kubectl.pod(name_of(runner)) is None,
-        T,
-        "both the runner and its requester gone",
-    )
-    req2, runner2 = pair_ready(kubectl, rs)
-    assert {name_of(req2), name_of(runner2)}.isdisjoint({name_of(req), name_of(runner)})
-    assert_pair(req2, runner2, gpu_map)
-    assert only_runners(kubectl) == [name_of(runner2)]
+    # Then as in Example 2.
+    both_gone_then_replaced(kubectl, rs, req, runner, gpu_map)
 
 
 def test_a_controller_killed_while_waking_a_sleeper_is_replaced_by_one_that_finishes_the_wake(

@@ -30,6 +30,7 @@ from .conftest import Dpctlr, Gpus, T
 from .steps import (
     assert_found_gpus_logged,
     assert_pair,
+    both_gone_then_replaced,
     fresh,
     live_requesters,
     only_runners,
@@ -90,15 +91,7 @@ def test_example_2_runner_deletion_takes_the_requester_and_the_replacement_gets_
     req, runner = pair_ready(kubectl, rs)
 
     kubectl.delete_pod(name_of(runner))
-    wait_for(
-        lambda: kubectl.pod(name_of(req)) is None and kubectl.pod(name_of(runner)) is None,
-        T,
-        "both the runner and its requester gone",
-    )
-    req2, runner2 = pair_ready(kubectl, rs)
-    assert {name_of(req2), name_of(runner2)}.isdisjoint({name_of(req), name_of(runner)})
-    assert_pair(req2, runner2, gpu_map)
-    assert only_runners(kubectl) == [name_of(runner2)]
+    both_gone_then_replaced(kubectl, rs, req, runner, gpu_map)
 
 
 def test_example_7_scale_up_on_the_same_gpu_wakes_and_binds_the_sleeping_runner(
