@@ -123,6 +123,22 @@ class ApiError(Exception):
     def forbidden(self) -> bool:
         return self.status == 403
 
+    @property
+    def refused(self) -> bool:
+        """The API server (422 Invalid) or an admission policy or RBAC (403 Forbidden) will not take
+        the request as written: sending it again cannot help, only a change to what is sent."""
+        return self.status in (403, 422)
+
+    @property
+    def detail(self) -> str:
+        """The server's message without its leading ``<kind> "<name>" is invalid:`` (or
+        ``... is forbidden:``), for a sentence that names the object itself."""
+        for marker in (" is invalid: ", " is forbidden: "):
+            head, found, tail = self.message.partition(marker)
+            if found and '"' in head:
+                return tail
+        return self.message
+
     @classmethod
     def from_body(cls, status: int, body: bytes, verb: str, path: str) -> ApiError:
         reason, message = "", body.decode("utf-8", "replace")[:2000]
@@ -134,6 +150,17 @@ class ApiError(Exception):
             reason = str(doc.get("reason", ""))
             message = str(doc.get("message", message))
         return cls(status, reason, message, verb, path)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed API call may succeed if sent again unchanged, after a backoff: the one
+    definition every caller uses. Transient: no answer (connection refused or reset, timeout),
+    the server restarting or overloaded (5xx, 429), and a race with another writer or with the
+    cache's view (409 Conflict, 404 Not Found: the next event shows what changed). Everything
+    else (400, 401, 403, 422, ...) needs a change to the request or to the cluster."""
+    if isinstance(error, ApiError):
+        return error.status in (404, 409, 429) or error.status >= 500
+    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
 
 
 class Kube:

@@ -5,7 +5,8 @@ pairs, so ``grep`` works on text logs and JSON logs parse without regexes. Messa
 for are constants in :mod:`dpctl.api`; call sites pass them unchanged.
 
 Verbosity follows the Go original's habit: ``-v 0``–``1`` shows warnings and the lifecycle
-lines, ``2``–``4`` adds routine progress, ``5`` and up adds per-call traces. Secrets never reach
+lines, ``2``–``4`` adds routine progress, ``5`` and up adds per-call traces (``6`` library chatter too),
+``7`` and up retries that are routine (a stub still starting). Secrets never reach
 the log: values of keys that look like credentials are masked.
 """
 
@@ -24,6 +25,9 @@ LogFormat = Literal["text", "json"]
 # Custom level between INFO and DEBUG for routine progress (klog V(2)–V(4)).
 PROGRESS: Final = 15
 logging.addLevelName(PROGRESS, "PROGRESS")
+# Below DEBUG, for what is only worth reading when chasing a problem (``-v 7`` and up).
+TRACE: Final = 5
+logging.addLevelName(TRACE, "TRACE")
 
 _SECRET_HINTS: Final = ("token", "password", "secret", "authorization", "bearer")
 
@@ -33,7 +37,9 @@ def level_for_verbosity(v: int) -> int:
         return logging.INFO
     if v <= 4:
         return PROGRESS
-    return logging.DEBUG
+    if v <= 6:
+        return logging.DEBUG
+    return TRACE
 
 
 _BEARER: Final = re.compile(r"(?i)\b(bearer)\s+[^\s,;\"']+")

@@ -112,7 +112,7 @@ class Controller:
         self.log.info(
             "Caches synced; starting workers", workers=self.num_workers, pods=len(self.pods.store.keys())
         )
-        await run_workers(self.queue, self._process, self.num_workers, self.log)
+        await run_workers(self.queue, self._process, self.num_workers, self.log, self.reconciler.describe)
 
     async def run(self) -> None:
         """Informers and workers together, until cancelled (tests and single-process use)."""

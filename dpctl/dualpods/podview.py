@@ -27,6 +27,10 @@ def uid(obj: RawObj) -> str:
     return str(meta(obj).get("uid", ""))
 
 
+def resource_version(obj: RawObj) -> str:
+    return str(meta(obj).get("resourceVersion") or "")
+
+
 def annotations(obj: RawObj) -> Mapping[str, str]:
     a = meta(obj).get("annotations")
     return a if isinstance(a, Mapping) else {}

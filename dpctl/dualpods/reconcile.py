@@ -10,8 +10,9 @@ Ordering rules that keep contract invariant 1 (never two awake servers on one GP
 - a runner is marked ``sleeping=false`` only after ``/wake_up`` succeeded, and ``sleeping=true``
   before ``/sleep``, so label-selected routing never reaches a sleeping server.
 
-User mistakes (bad server-patch, admin-port, gpu-map) become the status annotation and an Event,
-and wait for the object to change; transient failures (HTTP, API) retry with backoff.
+User mistakes (bad server-patch, admin-port, gpu-map, a runner the API server refuses) become the
+status annotation and an Event, and wait for the object to change; transient failures (HTTP, and
+API calls as :func:`~dpctl.kube.is_transient` decides) retry with backoff.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import aiohttp
 
 from dpctl import api, log
 from dpctl.api import LogMsg
@@ -33,7 +32,7 @@ from dpctl.dualpods.keys import RunnerKey, ServerKey
 from dpctl.dualpods.latency import Stamps, Step
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.state import RunnerState, ServerState, instance
-from dpctl.kube import ApiError
+from dpctl.kube import ApiError, is_transient
 from dpctl.podbuild.nominal import BuildError, Runner, build_runner, fallback_runner_name
 from dpctl.workqueue.outcome import Done, Outcome, RequeueAfter, Retry
 
@@ -88,20 +87,34 @@ class Reconciler:
         self.log = log.get("dualpods")
 
     async def reconcile(self, key: ServerKey | RunnerKey) -> Outcome:
-        """Decide and act for one key. An API call that failed for a reason that passes (the API
-        server restarting or overloaded, an object changed or gone since the cache saw it) is
-        retried with backoff like any transient failure, without a traceback: the soak restarts
-        the API server and found these logged as unexpected errors."""
+        """Decide and act for one key. An API call that failed is retried with backoff, without a
+        traceback: for a transient reason (the API server restarting or overloaded, an object
+        changed or gone since the cache saw it; the soak found these logged as unexpected
+        errors), or because it was refused (403, 422) at a step no user can fix by editing a
+        requester, so only an administrator's change (RBAC, an admission policy) helps, and the
+        backoff (capped) keeps asking meanwhile. Refusals a user can fix are status errors at
+        their call sites (:meth:`_create`, :meth:`_bind`)."""
         try:
             if isinstance(key, ServerKey):
                 return await self.server(key.uid)
             return await self.unbound_runner(key.uid)
         except ApiError as err:
-            if not (err.conflict or err.not_found or err.status == 429 or err.status >= 500):
+            if is_transient(err):
+                return Retry(f"the API server answered {err.status} {err.reason}: {err.message}")
+            return Retry(f"the API server refused a request ({err.status} {err.reason}): {err.message}")
+        except Exception as err:
+            if not is_transient(err):
                 raise
-            return Retry(f"the API server answered {err.status} {err.reason}: {err.message}")
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
             return Retry(f"the API server cannot be reached: {err}")
+
+    def describe(self, key: ServerKey | RunnerKey) -> str:
+        """``namespace/name`` of the Pod a key stands for, for log lines (the key's UID if unknown)."""
+        pod = self.cache.pod_by_uid(key.uid)
+        if pod is not None:
+            return f"{podview.meta(pod).get('namespace', '')}/{podview.name(pod)}"
+        known = self.names.get(key.uid, {}).get("requester")
+        kind = "requester" if isinstance(key, ServerKey) else "runner"
+        return str(known) if known else f"{kind} with UID {key.uid}"
 
     # ------------------------------------------------------------------ the decision
 
@@ -128,7 +141,7 @@ class Reconciler:
             return await self._serve_bound(st, requester, runner)
         if podview.node_unschedulable(node):
             return await self._delete_requester_on_cordoned_node(st, requester)
-        return await self._actuate(st, requester, node_name)
+        return await self._actuate(st, requester, node_name, podview.labels(node))
 
     # ------------------------------------------------------------------ steps
 
@@ -318,7 +331,9 @@ class Reconciler:
             )
         return DONE
 
-    async def _actuate(self, st: ServerState, requester: RawObj, node: str) -> Outcome:
+    async def _actuate(
+        self, st: ServerState, requester: RawObj, node: str, node_labels: Mapping[str, str]
+    ) -> Outcome:
         """Give an unbound requester a server: wake a matching sleeper, or create a runner."""
         name = podview.name(requester)
         try:
@@ -334,30 +349,33 @@ class Reconciler:
             except HttpCallError as err:
                 now = time.monotonic()
                 st.gpu_query_failing_since = st.gpu_query_failing_since or now
-                if now - st.gpu_query_failing_since >= GPU_QUERY_GRACE_S:
+                starting = now - st.gpu_query_failing_since < GPU_QUERY_GRACE_S
+                if not starting:
                     await self._ensure_requester_state(
                         st, requester, None, [f"cannot get the GPUs from the requester: {err}"]
                     )
-                return Retry(f"querying GPUs of {name}: {err}")
+                return Retry(f"querying GPUs of {name}: {err}", expected=starting)
             st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)
             st.gpu_query_failing_since = None
             self.log.info(LogMsg.FOUND_GPUS, requester=name, node=node, gpuUUIDs=list(uuids))
         try:
             indices = gpumap.indices_for(self.cache.gpu_map(), node, uuids)
-            built = build_runner(requester, node, indices, uuids)
+            built = build_runner(requester, node, indices, uuids, node_labels)
         except (gpumap.GpuMapError, BuildError) as err:
             reason = "GpuMap" if isinstance(err, gpumap.GpuMapError) else "BadServerPatch"
             return await self._user_error(st, requester, reason, str(err))
+        if st.refused == (podview.resource_version(requester), built.nominal_hash):
+            return DONE  # the API server refused this runner; nothing has changed since
         await self._drop_restarted_sleepers(node, indices)
         busy = self._gpus_held_by_others(requester, node, indices)
         if busy:
-            return RequeueAfter(SETTLE_POLL_S, f"GPUs {busy} still held by another inference server")
+            return await self._wait(st, requester, f"GPUs {busy} still held by another inference server")
         sleeper = self._matching_sleeper(built.nominal_hash)
         if sleeper is not None:
             return await self._bind(st, requester, sleeper, built)
         waiting = await self._make_room(node, indices)
         if waiting:
-            return RequeueAfter(SETTLE_POLL_S, f"waiting for {waiting} sleeping runner(s) to go")
+            return await self._wait(st, requester, f"waiting for {waiting} sleeping runner(s) to go")
         return await self._create(st, requester, built)
 
     async def _user_error(self, st: ServerState, requester: RawObj, reason: str, message: str) -> Outcome:
@@ -369,6 +387,26 @@ class Reconciler:
             self.fx.event(requester, "Warning", reason, message)
         await self._ensure_requester_state(st, requester, None, [message])
         return DONE  # retried when the requester, the gpu-map or its Node changes
+
+    async def _wait(self, st: ServerState, requester: RawObj, why: str) -> Outcome:
+        """Look again soon. The requester got this far, so the errors its status shows (the stub
+        did not answer, a bad patch since fixed) hold no more and go now, not after the wait."""
+        if self._status_errors(requester):
+            await self._ensure_requester_state(st, requester, None, [])
+        return RequeueAfter(SETTLE_POLL_S, why)
+
+    async def _refused(
+        self, st: ServerState, requester: RawObj, built: Runner, err: ApiError, what: str
+    ) -> Outcome:
+        """The API server (422) or an admission policy or RBAC (403) refused a write of the runner:
+        a user error in the server's own words. The same write is not sent again until the
+        requester changes, or what would be sent does (its gpu-map indices, its Node)."""
+        verdict = "is invalid" if err.invalid else "is forbidden"
+        message = f"{what} {verdict}: {err.detail}"
+        outcome = await self._user_error(st, requester, "RunnerRefused", message)
+        current = self.cache.pod_by_uid(podview.uid(requester)) or requester
+        st.refused = (podview.resource_version(current), built.nominal_hash)
+        return outcome
 
     def _gpus_held_by_others(self, requester: RawObj, node: str, indices: Sequence[int]) -> list[int]:
         """GPUs where a runner bound to another requester is, or an unbound one that may be awake."""
@@ -433,7 +471,7 @@ class Reconciler:
                     await self.fx.delete_pod(
                         podview.name(victim),
                         podview.uid(victim),
-                        str(podview.meta(victim).get("resourceVersion") or "") or None,
+                        podview.resource_version(victim) or None,
                     )
                 except ApiError as err:
                     if not (err.conflict or err.not_found):
@@ -461,6 +499,10 @@ class Reconciler:
         try:
             bound = await self.fx.patch_pod(runner_name, _binding_patch(requester, built, sleeper))
         except ApiError as err:
+            if err.refused:
+                return await self._refused(
+                    st, requester, built, err, f"binding the sleeping server-running Pod {runner_name}"
+                )
             if err.conflict or err.not_found:
                 return Retry(f"sleeper {runner_name} changed while binding: {err.message}")
             raise
@@ -488,14 +530,13 @@ class Reconciler:
         name = podview.name(requester)
         try:
             self._sending("create", podview.uid(requester))
-            created = await self.fx.create_pod(built.pod)
+            created = await self._create_or_adopt(requester, built)
         except ApiError as err:
-            if not err.already_exists:
+            if not err.refused:
                 raise
-            created_or_none = await self._adopt_or_rename(requester, built)
-            if created_or_none is None:
-                return RequeueAfter(SETTLE_POLL_S, f"name {built.name} is taken by a Pod on its way out")
-            created = created_or_none
+            return await self._refused(st, requester, built, err, f"the server-running Pod {built.name}")
+        if created is None:
+            return RequeueAfter(SETTLE_POLL_S, f"name {built.name} is taken by a Pod on its way out")
         st.actuation_path = "cold"
         st.awake_instance = instance(created)
         self.log.info(
@@ -510,6 +551,15 @@ class Reconciler:
         await self._ensure_requester_state(st, requester, created, [])
         return DONE
 
+    async def _create_or_adopt(self, requester: RawObj, built: Runner) -> dict[str, Any] | None:
+        """The runner, created (or found created); None while its name is held by a departing Pod."""
+        try:
+            return await self.fx.create_pod(built.pod)
+        except ApiError as err:
+            if not err.already_exists:
+                raise
+        return await self._adopt_or_rename(requester, built)
+
     async def _adopt_or_rename(self, requester: RawObj, built: Runner) -> dict[str, Any] | None:
         """The runner's name exists: ours from a lost create response, or someone else's."""
         existing = await self.fx.get_pod(built.name)
@@ -520,11 +570,7 @@ class Reconciler:
             return existing
         if existing is not None and podview.deleting(existing):
             return None
-        alt = dict(built.pod)
-        alt["metadata"] = {
-            **built.pod["metadata"],
-            "name": fallback_runner_name(podview.name(requester), podview.uid(requester)),
-        }
+        alt = built.renamed(fallback_runner_name(podview.name(requester), podview.uid(requester))).pod
         try:
             return await self.fx.create_pod(alt)
         except ApiError as err:

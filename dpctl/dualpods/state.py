@@ -57,6 +57,9 @@ class ServerState:
     # For the actuation-latency metric: "cold" (new runner) or "hot" (woke a sleeper).
     actuation_path: str = ""
     actuation_observed: bool = False
+    # The requester's resourceVersion and the runner's nominal hash when the API server refused
+    # that runner: not sent again until one of them changes.
+    refused: tuple[str, str] | None = None
 
     def known_gpus(self, requester: RawObj) -> tuple[str, ...]:
         return self.gpu_uuids if self.gpu_uuids_from == instance(requester) else ()

@@ -54,6 +54,7 @@ from dpctl.api import (
     SLEEPING_LABEL,
 )
 from dpctl.podbuild.hashing import nominal_hash, short_hash
+from dpctl.podbuild.placement import PlacementError, check_runner_placement
 from dpctl.podbuild.smp import PatchError, strategic_merge_patch
 from dpctl.podbuild.template import TemplateError, render_server_patch
 from dpctl.podbuild.validate import PodValidationError, inference_server_port, validate_pod
@@ -100,9 +101,17 @@ class Runner:
 
 
 def build_runner(
-    requester: Mapping[str, Any], node: str, gpu_indices: Sequence[int], gpu_uuids: Sequence[str]
+    requester: Mapping[str, Any],
+    node: str,
+    gpu_indices: Sequence[int],
+    gpu_uuids: Sequence[str],
+    node_labels: Mapping[str, str] | None = None,
 ) -> Runner:
     """The runner for ``requester`` on ``node`` using the GPUs ``gpu_indices`` (gpu-map indices).
+
+    The patched Pod must not place the runner anywhere but ``node`` (see
+    :mod:`dpctl.podbuild.placement`); ``node_labels``, when known, let its node selector and
+    required node affinity be checked against the Node's labels too.
 
     ``gpu_uuids`` is empty or gives the UUID of each of ``gpu_indices`` in the same order; they only
     fill the FYI accelerators annotation. The GPUs are ordered by index, so the same set of GPUs
@@ -126,6 +135,10 @@ def build_runner(
     indices = [index for index, _ in gpus]
     uuids = [uuid for _, uuid in gpus if uuid]
     patched = _patched(runner_base(requester), patch_text, node)
+    try:
+        check_runner_placement(patched, _mapping(requester.get("spec")), node, node_labels)
+    except PlacementError as error:
+        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: {error}") from error
     try:
         port = inference_server_port(patched)
     except PodValidationError as error:
@@ -298,8 +311,11 @@ def _describe(value: Any) -> str:
 
 
 def _pinned(patched: dict[str, Any], node: str, indices: Sequence[int]) -> dict[str, Any]:
-    """Step 5: the patched spec, pinned to ``node`` and the GPUs, without the GPU resource."""
+    """Step 5: the patched spec, pinned to ``node`` and the GPUs, without the GPU resource.
+    A ``nodeName`` the patch set (placement checked it is ``node``) goes: the scheduler places
+    the runner by its node selector, as it placed the requester."""
     spec: dict[str, Any] = copy.deepcopy(patched["spec"])
+    spec.pop("nodeName", None)
     spec["nodeSelector"] = {**_mapping(spec.get("nodeSelector")), HOSTNAME_LABEL: node}
     for field in ("initContainers", "containers"):
         for container in spec.get(field) or []:

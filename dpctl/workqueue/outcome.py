@@ -18,9 +18,15 @@ class Done:
 
 @dataclass(frozen=True)
 class Retry:
-    """Something transient failed: try again after the item's backoff, which grows each time."""
+    """Something transient failed: try again after the item's backoff, which grows each time.
+
+    ``expected`` marks a failure that is normal for a while (a stub that has not started
+    listening yet): it is logged only at trace verbosity, so that routine start-up does not fill
+    the log with retries.
+    """
 
     reason: str
+    expected: bool = False
 
 
 @dataclass(frozen=True)

@@ -150,8 +150,11 @@ class Setup:
         problems = []
         if proc is None or proc.poll() is not None:
             problems.append(f"the controller exited ({None if proc is None else proc.returncode})")
-        if "Traceback" in self.controller.log():
+        log_text = self.controller.log()
+        if "Traceback" in log_text:
             problems.append("the controller logged a traceback")
+        if "ServerKey(" in log_text or "RunnerKey(" in log_text:
+            problems.append("the controller named a Pod by a Python repr instead of namespace/name")
         return problems
 
 

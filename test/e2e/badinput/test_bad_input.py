@@ -25,7 +25,7 @@ from dpctl.faults import ENABLE_ENV, RULES_ENV
 from e2e.recipe import ServerPatch, is_ready, runners, status_errors
 from helpers import wait_for
 
-from .conftest import GOOD_PATCH, ROW_NODE, TIMEOUT, Calls, Setup, create_pod, requester_pod
+from .conftest import GOOD_PATCH, HEALTHY_NODE, ROW_NODE, TIMEOUT, Calls, Setup, create_pod, requester_pod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -50,6 +50,16 @@ def _server(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _probe_port(port: Any) -> Callable[[dict[str, Any]], None]:
     return lambda d: _server(d)["readinessProbe"]["httpGet"].__setitem__("port", port)
+
+
+def _spec_field(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["spec"].__setitem__(key, value)
+
+
+# The runner's containerPort is out of range: dpctl's own validation checks types, the API server
+# checks ranges, so only the create is refused.
+_INVALID_PORT = 70000
+ELSEWHERE = f"must run on the requester's Node '{ROW_NODE}'"
 
 
 def _map_entry(node: str, text: str) -> Callable[[dict[str, dict[str, int]]], dict[str, str]]:
@@ -160,6 +170,51 @@ ROWS = [
         patch="{% include '/etc/passwd' %}\n",
     ),
     Row("oversized-annotation", (PATCH, "bytes long; the limit is 65536"), "BadServerPatch", patch=BIG),
+    Row(
+        "patch-moves-node-name",
+        (PATCH, f"spec.nodeName is '{HEALTHY_NODE}'", ELSEWHERE),
+        "BadServerPatch",
+        patch=_patch_with(_spec_field("nodeName", HEALTHY_NODE)),
+    ),
+    Row(
+        "patch-moves-hostname-selector",
+        (PATCH, f"spec.nodeSelector['{api.HOSTNAME_LABEL}'] is '{HEALTHY_NODE}'", ELSEWHERE),
+        "BadServerPatch",
+        patch=_patch_with(_spec_field("nodeSelector", {api.HOSTNAME_LABEL: HEALTHY_NODE})),
+    ),
+    Row(
+        "patch-moves-node-affinity",
+        (PATCH, "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", ELSEWHERE),
+        "BadServerPatch",
+        patch=_patch_with(
+            _spec_field(
+                "affinity",
+                {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": api.HOSTNAME_LABEL,
+                                            "operator": "In",
+                                            "values": [HEALTHY_NODE],
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+            )
+        ),
+    ),
+    Row(
+        "runner-refused-invalid",
+        ("the server-running Pod", "is invalid", f"Invalid value: {_INVALID_PORT}"),
+        "RunnerRefused",
+        patch=_patch_with(lambda d: _server(d).__setitem__("ports", [{"containerPort": _INVALID_PORT}])),
+    ),
     Row(
         "admin-port-not-a-number",
         (api.ADMIN_PORT_ANNOTATION, "is not a port number"),
@@ -281,6 +336,7 @@ def test_bad_input_row(setup: Setup, row: Row) -> None:
         pod = setup.kubectl.pod(name)
         assert pod is not None and message in status_errors(pod), "the error went away by itself"
         assert not [r for r in runners(setup.kubectl.pods()) if podview.labels(r).get("row") == row.id]
+        assert not [v for v in setup.ledger.violations() if name in v.intruder.pod]
         _assert_undisturbed(setup)
     finally:
         _cleanup(setup, row.id)
@@ -428,6 +484,47 @@ def test_sleeper_that_cannot_wake_is_replaced(setup: Setup, rule: dict[str, Any]
         calls = setup.calls().minus(before)
         assert calls.http <= 40, f"{calls.http} HTTP calls while failing to wake: a retry loop"
         assert not [v for v in setup.ledger.violations() if row in v.intruder.pod]
+        _assert_undisturbed(setup)
+    finally:
+        _cleanup(setup, row)
+
+
+def test_refused_runner_is_tried_again_when_the_requester_changes_and_its_error_then_goes(
+    setup: Setup,
+) -> None:
+    """A runner the API server refuses waits for the requester to change; a fixed server-patch
+    then gets a runner, and the status error goes with the condition it described."""
+    row, name = "refused-then-fixed", "bad-refused-then-fixed"
+    bad = _patch_with(lambda d: _server(d).__setitem__("ports", [{"containerPort": _INVALID_PORT}]))
+    create_pod(setup.kubectl, requester_pod(name, row, bad))
+    try:
+
+        def refusal() -> str:
+            pod = setup.kubectl.pod(name)
+            found = [e for e in status_errors(pod) if "is invalid" in e] if pod else []
+            return found[0] if found else ""
+
+        wait_for(refusal, TIMEOUT, "the API server's refusal in the status annotation")
+        creates = setup.calls().api_writes.get("pods", 0.0)
+        setup.kubectl.run("annotate", "pod", name, "example.com/touched=1")  # a change, not a fix
+        wait_for(
+            lambda: setup.calls().api_writes.get("pods", 0.0) > creates,
+            TIMEOUT,
+            "the runner's create sent again after the requester changed",
+        )
+        assert refusal(), "the refusal still holds, so its error stays"
+        setup.kubectl.run(
+            "annotate", "pod", name, "--overwrite", f"{api.SERVER_PATCH_ANNOTATION}={GOOD_PATCH.text()}"
+        )
+        _served(setup, name)
+        wait_for(
+            lambda: (pod := setup.kubectl.pod(name)) is not None and status_errors(pod) == [],
+            TIMEOUT,
+            "the status error gone once the runner exists",
+        )
+        assert "Traceback" not in setup.controller.log()
+        assert "failed unexpectedly" not in setup.controller.log()
+        assert not [v for v in setup.ledger.violations() if name in v.intruder.pod]
         _assert_undisturbed(setup)
     finally:
         _cleanup(setup, row)

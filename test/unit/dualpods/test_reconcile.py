@@ -357,12 +357,155 @@ async def test_api_server_going_away_mid_reconcile_is_a_transient_retry(error: E
     assert isinstance(outcome, Retry)
 
 
-async def test_api_refusal_is_not_hidden_as_transient() -> None:
+REFUSALS = [
+    pytest.param(
+        ApiError(
+            422,
+            "Invalid",
+            'Pod "req-a-server" is invalid: spec.containers[0].ports[0].containerPort: Invalid value: 70000:'
+            " must be between 1 and 65535, inclusive",
+        ),
+        "the server-running Pod req-a-server is invalid: spec.containers[0].ports[0].containerPort:"
+        " Invalid value: 70000: must be between 1 and 65535, inclusive",
+        id="422-invalid",
+    ),
+    pytest.param(
+        ApiError(
+            403,
+            "Forbidden",
+            "pods \"req-a-server\" is forbidden: ValidatingAdmissionPolicy 'no-host-path' with binding 'b'"
+            " denied request: hostPath volumes are not allowed",
+        ),
+        "the server-running Pod req-a-server is forbidden: ValidatingAdmissionPolicy 'no-host-path' with"
+        " binding 'b' denied request: hostPath volumes are not allowed",
+        id="403-admission-policy",
+    ),
+]
+
+
+def status_of(patch: dict) -> list[str]:
+    errors: list[str] = json.loads(patch["metadata"]["annotations"][api.STATUS_ANNOTATION])["Errors"]
+    return errors
+
+
+@pytest.mark.parametrize(("error", "message"), REFUSALS)
+async def test_runner_the_api_server_refuses_is_a_status_error_sent_again_only_after_a_change(
+    error: ApiError, message: str
+) -> None:
     world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
-    forbidden = ApiError(403, "Forbidden", "pods is forbidden")
-    r, _ = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"create": forbidden})
-    with pytest.raises(ApiError):
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"create": error})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert status_of(patches_of(rec, "req-a")[-1]) == [message]
+    assert ("Warning", "RunnerRefused", message) in rec.events
+    for _ in range(3):  # its own status write, a gpu-map resync, ...: nothing the runner depends on
+        assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs().count("create") == 1
+    world.pods["req-a"]["metadata"]["resourceVersion"] = "11"  # the user edits the requester
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs().count("create") == 2
+
+
+@pytest.mark.parametrize(("error", "message"), REFUSALS)
+async def test_refused_rename_after_a_name_clash_is_a_status_error_too(error: ApiError, message: str) -> None:
+    other = requester(name="req-a-server", uid="uid-someone")  # holds the runner's name
+    world = World([requester(), other], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    original = rec.create_pod
+
+    async def refuse_renamed(pod: dict) -> dict:
+        if pod["metadata"]["name"] != "req-a-server":
+            rec.actions.append(("create", pod["metadata"]["name"], pod))
+            raise error
+        return await original(pod)
+
+    rec.create_pod = refuse_renamed  # type: ignore[method-assign]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert status_of(patches_of(rec, "req-a")[-1]) == [message]
+
+
+async def test_binding_a_sleeper_refused_by_an_admission_policy_is_a_status_error() -> None:
+    req = requester()
+    sleeper = runner(
+        name="old-server", uid="uid-s", bound_to=None, nominal=nominal_of(req), sleeping_label="true"
+    )
+    world = World([req, sleeper], [node()], gpu_map_cm({"node-1": 2}))
+    denied = ApiError(
+        403, "Forbidden", "pods \"old-server\" is forbidden: ValidatingAdmissionPolicy 'p' denied request"
+    )
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    original = rec.patch_pod
+
+    async def refuse_runner(name: str, patch: dict) -> dict:
+        if name != "req-a":
+            rec.actions.append(("patch", name, patch))
+            raise denied
+        return await original(name, patch)
+
+    rec.patch_pod = refuse_runner  # type: ignore[method-assign]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    [error_text] = status_of(patches_of(rec, "req-a")[-1])
+    assert error_text == (
+        "binding the sleeping server-running Pod old-server is forbidden: ValidatingAdmissionPolicy 'p' denied request"
+    )
+    assert "wake" not in rec.verbs()
+
+
+async def test_refusal_no_requester_edit_can_fix_is_retried_with_backoff_not_raised() -> None:
+    """A 403 that only RBAC can fix (deleting a requester on a cordoned Node): no traceback, and the
+    retry says it was refused, not that the API server went away."""
+    world = World([requester()], [node(unschedulable=True)], gpu_map_cm({"node-1": 2}))
+    forbidden = ApiError(
+        403, "Forbidden", 'pods "req-a" is forbidden: User "x" cannot delete resource "pods"'
+    )
+    r, _ = make(world, fail={"delete": forbidden})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, Retry) and "refused" in outcome.reason and "cannot delete" in outcome.reason
+
+
+async def test_an_unforeseen_error_is_not_hidden_as_transient() -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 2}))
+    r, _ = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]}, fail={"create": KeyError("bug")})
+    with pytest.raises(KeyError):
         await r.reconcile(ServerKey("uid-a"))
+
+
+async def test_gpu_query_error_is_cleared_once_the_stub_answers_even_while_waiting_for_the_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No stale errors: the GPUs are still held by another server, so nothing is created yet, but
+    the error about the stub no longer holds and goes at once."""
+    stale = json.dumps({"Errors": ["cannot get the GPUs from the requester: connection refused"]})
+    req = requester(annotations={api.STATUS_ANNOTATION: stale})
+    other = runner(name="old-server", uid="uid-old", bound_to=("uid-old-req", "old"), gpus=(0,))
+    world = World([req, other], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, RequeueAfter)
+    assert status_of(patches_of(rec, "req-a")[-1]) == []
+    assert "create" not in rec.verbs()
+
+
+async def test_a_stub_still_starting_is_an_expected_retry_until_the_grace_period_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
+    r, _ = make(world)
+    clock = [1000.0]
+    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    first = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(first, Retry) and first.expected
+    clock[0] += 6
+    later = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(later, Retry) and not later.expected
+
+
+def test_keys_are_described_by_namespace_and_name_for_log_lines() -> None:
+    world = World([requester(), runner(name="s0", uid="uid-s0", bound_to=None)], [node()], gpu_map_cm({}))
+    r, _ = make(world)
+    assert r.describe(ServerKey("uid-a")) == "ns1/req-a"
+    assert r.describe(RunnerKey("uid-s0")) == "ns1/s0"
+    assert r.describe(ServerKey("uid-gone")) == "requester with UID uid-gone"
+    assert r.describe(RunnerKey("uid-gone")) == "runner with UID uid-gone"
 
 
 async def test_sleeper_limit_allows_limit_sleepers_beside_a_new_runner() -> None:

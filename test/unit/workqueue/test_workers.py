@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from dpctl.log import TRACE
 from dpctl.workqueue import (
     Done,
     FakeClock,
@@ -158,3 +159,34 @@ async def test_run_workers_needs_a_worker() -> None:
     queue: RateLimitingQueue[str] = RateLimitingQueue("none", clock=FakeClock())
     with pytest.raises(ValueError, match="at least one"):
         await run_workers(queue, lambda item: asyncio.sleep(0, Done()), 0, LOG)
+
+
+async def test_log_lines_name_items_as_the_caller_describes_them(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOG.name)
+    h = Harness(lambda item, n: Retry("refused") if n == 0 else raise_error(item, n))
+    h.queue.add("a")
+    workers = asyncio.create_task(run_workers(h.queue, h.process, 1, LOG, lambda item: f"ns/pod-{item}"))
+    await h.next_run()
+    h.clock.advance(5.0)
+    await h.next_run()
+    h.queue.shut_down()
+    await workers
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "Processing ns/pod-a suffered a transient error, will retry (retry 1): refused"
+    assert messages[1].startswith("Processing ns/pod-a failed unexpectedly")
+
+
+async def test_an_expected_retry_is_logged_only_at_trace_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(1, logger=LOG.name)
+    h = Harness(
+        lambda item, n: Retry("connection refused", expected=True) if n == 0 else Retry("still refused")
+    )
+    h.queue.add("a")
+    workers = asyncio.create_task(run_workers(h.queue, h.process, 1, LOG))
+    await h.next_run()
+    h.clock.advance(5.0)
+    await h.next_run()
+    h.queue.shut_down()
+    await workers
+    assert [r.levelno for r in caplog.records] == [TRACE, logging.INFO]
+    assert logging.DEBUG > TRACE  # hidden at the chart's -v 5 (DEBUG); shown from -v 7
