@@ -1,5 +1,7 @@
 """The simulated kubelet process: wires nodes, the pod informer, the sync workers and the servers.
 
+Two informers: every scheduled pod (what to sync), and the Nodes (their labels, for admission).
+
 Start-up order matters for restart safety: the pod informer lists every scheduled pod first, the
 IPs and GPUs recorded for live pods are re-taken, stale pod directories are removed, and only then
 do the workers start, so no new pod can be handed an address or a GPU an old one still holds.
@@ -33,7 +35,7 @@ import aiohttp
 
 from dpctl import log
 from dpctl.informer import Informer, kube_lister
-from dpctl.kube import PODS, Kube, RawObj
+from dpctl.kube import NODES, PODS, Kube, RawObj
 from dpctl.localcluster import pki
 from dpctl.localcluster.kubelet import ips
 from dpctl.localcluster.kubelet.admin import AdminServer
@@ -146,6 +148,9 @@ class SimKubelet:
             kube_lister(kube, PODS, field_selector="spec.nodeName!="),
             indexers={"uid": _uid_of, "node": _node_of},
         )
+        # Admission matches Pods against their Node's labels as the API has them now.
+        self._node_informer = Informer("sim-kubelet-nodes", kube_lister(kube, NODES))
+        self._node_informer.add_handlers(on_add=self._on_node, on_update=lambda _, new: self._on_node(new))
         settings = SyncSettings(
             state_dir=cfg.state_dir,
             python=cfg.python,
@@ -211,6 +216,7 @@ class SimKubelet:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._informer.run(), name="pod-informer")
+            group.create_task(self._node_informer.run(), name="node-informer")
             for agent in self.agents.values():
                 self._spawn(agent)
             await self._admin.start()
@@ -222,6 +228,7 @@ class SimKubelet:
                 hollow=self.cfg.hollow,
             )
             await self._informer.wait_synced()
+            await self._node_informer.wait_synced()
             live = self._informer.store.list()
             self.syncer.restore(live)
             self.syncer.remove_orphan_dirs({str(p["metadata"]["uid"]) for p in live})
@@ -282,6 +289,11 @@ class SimKubelet:
     async def _node_removed(self, name: str) -> None:
         await self.syncer.kill_node(name)
         await self._logs.stop_node(name)
+
+    def _on_node(self, node: RawObj) -> None:
+        agent = self.agents.get(str(node["metadata"]["name"]))
+        if agent is not None:
+            agent.observe(node)
 
     def _resume_pods(self, name: str) -> None:
         for pod in self._informer.store.by_index("node", name):

@@ -25,7 +25,7 @@ import datetime as dt
 import os
 import platform
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -212,6 +212,15 @@ class NodeAgent:
         self._next_lease = 0.0
         self._failures = 0
         self.table = shape.gpu_table(name)
+        # The Node's labels as the API last said, for admission (``NodeAffinity``): a real kubelet
+        # reads them from its Node informer, so a label someone adds is honoured soon after.
+        self.labels: Mapping[str, str] = node_labels(name, shape, self.table)
+
+    def observe(self, node: RawObj) -> None:
+        """Take in the Node as the API has it now (a watch event or a write's answer)."""
+        labels = (node.get("metadata") or {}).get("labels")
+        if isinstance(labels, Mapping):
+            self.labels = {str(k): str(v) for k, v in labels.items()}
 
     @property
     def runs_pods(self) -> bool:
@@ -304,6 +313,7 @@ class NodeAgent:
             node = await self._kube.patch(NODES, self.name, {"metadata": {"labels": labels}})
             self._log.info("Node already registered, updated it", node=self.name)
         self._uid = str(node["metadata"]["uid"])
+        self.observe(node)
         self._next_status = 0.0
         self._next_lease = 0.0
         self.registered.set()

@@ -3,8 +3,13 @@
 One workqueue item per pod UID; :meth:`PodSyncer.sync` looks at the pod (from the informer's
 cache) and at the kubelet's own record of it, does the next steps and writes the status:
 
-1. admission: allocate the pod's GPUs (exclusive, like the device plugin) and its IP; a pod whose
-   GPUs are not free fails with ``UnexpectedAdmissionError`` as on a real node;
+1. admission, as a real kubelet's: a pod asking for more GPUs than its node has free is rejected
+   (``OutOfnvidia.com/gpu``), one whose ``nodeSelector`` or required node affinity does not match
+   its Node's labels too (``NodeAffinity``): phase ``Failed``, the kubelet's reason and words, a
+   Warning Event, no container started. Both matter for pods bound by ``nodeName``, which skip
+   the scheduler. Then its GPUs are allocated (exclusive, like the device plugin) and its IP
+   (``OutOfpods`` when none is left). Not simulated: CPU and memory fit, host ports and
+   ``NoExecute`` taints, which dual pods do not depend on;
 2. the "sandbox": the pod's directory, and API credentials (token + kubeconfig) when it gets them;
 3. init containers one at a time in order, then every app container (each start is the
    ``launcher``'s job); exited containers restart per ``restartPolicy`` with crash-loop backoff;
@@ -38,6 +43,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from dpctl.api import GPU_RESOURCE
 from dpctl.kube import PODS, ApiError, Kube, RawObj
 from dpctl.localcluster.kubelet import containers as ctr
 from dpctl.localcluster.kubelet import images
@@ -76,6 +82,7 @@ from dpctl.localcluster.kubelet.status import (
 )
 from dpctl.localcluster.kubelet.tokens import TokenManager
 from dpctl.log import KV
+from dpctl.podbuild.placement import node_mismatch
 from dpctl.workqueue.outcome import Done, Outcome, RequeueAfter, Retry
 
 # After a status write, the informer may lag behind it; a sync in that window that would write
@@ -87,6 +94,13 @@ RESTARTED_MESSAGE: Final = "The container's process ended with a previous simula
 # At most one write of allocations.json per interval; a change inside it is written at its end.
 ALLOC_SAVE_INTERVAL_S: Final = 1.0
 _TRANSIENT = (ApiError, aiohttp.ClientError, OSError, TimeoutError)
+# A real kubelet's rejection words (pkg/kubelet/lifecycle/predicate.go, kubelet.rejectPod): the
+# Event carries the message, the Pod's status the same message after this prefix.
+REJECTED_PREFIX: Final = "Pod was rejected: "
+NODE_AFFINITY: Final = "NodeAffinity"
+NODE_AFFINITY_MISMATCH: Final = "node(s) didn't match Pod's node affinity/selector"
+UNEXPECTED_ADMISSION: Final = "UnexpectedAdmissionError"
+OUT_OF_PODS: Final = "OutOfpods"
 
 
 def _now_str() -> str:
@@ -215,15 +229,20 @@ class PodSyncer:
 
     def _admit(self, rec: PodRecord, pod: RawObj) -> bool:
         spec = pod.get("spec") or {}
-        try:
-            rec.gpus = self.gpus.allocate(rec.uid, rec.node, pod_gpu_request(spec))
-            rec.pod_ip = rec.host_ip if spec.get("hostNetwork") else self.ips.allocate(rec.uid, rec.node)
-        except (InsufficientGpusError, NoAddressError) as e:
-            self.gpus.release(rec.uid)
-            reason = "UnexpectedAdmissionError" if isinstance(e, InsufficientGpusError) else "OutOfpods"
-            self._log.warning("Rejected pod", pod=rec.ref, node=rec.node, reason=reason, error=str(e))
-            self._events.emit(pod, WARNING, reason, str(e))
-            rec.terminal, rec.terminal_reason = FAILED, (reason, str(e))
+        refusal = self._predicate_failure(rec, spec, self._nodes[rec.node])
+        if refusal is None:
+            try:
+                # The resource predicate has made sure enough GPUs are free.
+                rec.gpus = self.gpus.allocate(rec.uid, rec.node, pod_gpu_request(spec))
+                rec.pod_ip = rec.host_ip if spec.get("hostNetwork") else self.ips.allocate(rec.uid, rec.node)
+            except NoAddressError as e:
+                self.gpus.release(rec.uid)
+                refusal = (OUT_OF_PODS, str(e))
+        if refusal is not None:
+            reason, message = refusal
+            self._log.warning("Rejected pod", pod=rec.ref, node=rec.node, reason=reason, error=message)
+            self._events.emit(pod, WARNING, reason, message)
+            rec.terminal, rec.terminal_reason = FAILED, (reason, REJECTED_PREFIX + message)
             return False
         rec.admitted = True
         rec.start_time = rec.start_time or _now_str()
@@ -232,6 +251,25 @@ class PodSyncer:
         rec.dir.mkdir(parents=True, exist_ok=True)
         self._log.progress("Admitted pod", pod=rec.ref, node=rec.node, ip=rec.pod_ip, gpus=",".join(rec.gpus))
         return True
+
+    def _predicate_failure(
+        self, rec: PodRecord, spec: Mapping[str, Any], agent: NodeAgent
+    ) -> tuple[str, str] | None:
+        """The kubelet's own admission predicates, first failure wins, in its order: resources,
+        then node affinity. A Pod bound by ``nodeName`` skipped the scheduler, so this is where
+        it is stopped; for a scheduled Pod they pass unless the Node changed in between."""
+        requested = pod_gpu_request(spec)
+        capacity = len(agent.table.uuids)
+        used = capacity - len(self.gpus.free(rec.node))
+        if requested and requested + used > capacity:
+            return (
+                f"OutOf{GPU_RESOURCE}",
+                f"Node didn't have enough resource: {GPU_RESOURCE}, requested: {requested},"
+                f" used: {used}, capacity: {capacity}",
+            )
+        if node_mismatch(spec, rec.node, agent.labels):
+            return NODE_AFFINITY, f"Predicate {NODE_AFFINITY} failed: {NODE_AFFINITY_MISMATCH}"
+        return None
 
     def _release(self, rec: PodRecord) -> None:
         """Free the pod's GPUs and IP; only once its processes are gone."""
@@ -620,7 +658,7 @@ class PodSyncer:
             try:
                 rec.gpus = self.gpus.allocate(rec.uid, rec.node, wanted)
             except InsufficientGpusError as e:
-                rec.terminal, rec.terminal_reason = FAILED, ("UnexpectedAdmissionError", str(e))
+                rec.terminal, rec.terminal_reason = FAILED, (UNEXPECTED_ADMISSION, REJECTED_PREFIX + str(e))
         self._allocs[rec.uid] = PodAllocation(rec.ref, rec.node, rec.pod_ip, rec.gpus)
         self._save_allocs()
         by_name = {

@@ -221,6 +221,102 @@ def test_more_gpus_than_any_node_has_stays_pending(kc: Kubectl) -> None:
     assert (kc.pod("five") or {})["status"]["phase"] == "Pending"
 
 
+# -- admission: what a kubelet refuses to run, for Pods bound by nodeName past the scheduler -------
+
+REJECTED = "Pod was rejected: "
+NODE_AFFINITY_WORDS = "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+TEST_LABEL = "dpctl.test/admission"
+
+
+def rejection(kc: Kubectl, name: str) -> dict[str, Any]:
+    """The Failed status of Pod ``name``, once the kubelet has written it."""
+
+    def failed() -> dict[str, Any] | None:
+        status: dict[str, Any] = (kc.pod(name) or {}).get("status") or {}
+        return status if status.get("phase") == "Failed" else None
+
+    return wait_for(failed, 60, f"{name} Failed")
+
+
+def warning_events(kc: Kubectl, name: str, reason: str) -> list[str]:
+    return [
+        str(e.get("message"))
+        for e in kc.get_json("events")["items"]
+        if e["involvedObject"].get("name") == name
+        and e.get("reason") == reason
+        and e.get("type") == "Warning"
+    ]
+
+
+def not_on(node: str) -> dict[str, Any]:
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [node]}]}
+    return {
+        "affinity": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    }
+
+
+@pytest.mark.parametrize("placement", ["hostname-selector-elsewhere", "required-affinity-excluding-the-node"])
+def test_a_pod_bound_to_a_node_its_placement_excludes_is_rejected_not_run(
+    cluster: ClusterHandle, kc: Kubectl, placement: str
+) -> None:
+    node = node_names(cluster)[0]
+    spec = (
+        {"nodeSelector": {"kubernetes.io/hostname": f"not-{node}"}}
+        if placement == "hostname-selector-elsewhere"
+        else not_on(node)
+    )
+    kc.apply(pod("misplaced", {"name": "c", "image": REQUESTER_IMAGE}, nodeName=node, **spec))
+    status = rejection(kc, "misplaced")
+    assert (status.get("reason"), status.get("message")) == ("NodeAffinity", REJECTED + NODE_AFFINITY_WORDS)
+    wait_for(
+        lambda: warning_events(kc, "misplaced", "NodeAffinity") == [NODE_AFFINITY_WORDS], 30, "the Event"
+    )
+    assert container_pids(str((kc.pod("misplaced") or {})["metadata"]["uid"])) == []
+    assert not status.get("containerStatuses") or all(
+        "running" not in c.get("state", {}) for c in status["containerStatuses"]
+    )
+
+
+@pytest.fixture
+def labelled_node(cluster: ClusterHandle) -> Iterator[str]:
+    node = node_names(cluster)[0]
+    cluster.run_kubectl("label", "node", node, f"{TEST_LABEL}=yes", "--overwrite")
+    yield node
+    cluster.run_kubectl("label", "node", node, f"{TEST_LABEL}-", check=False)
+
+
+def test_a_label_added_to_a_node_is_honoured_at_admission(kc: Kubectl, labelled_node: str) -> None:
+    kc.apply(
+        pod(
+            "labelled",
+            {"name": "c", "image": REQUESTER_IMAGE},
+            nodeName=labelled_node,
+            nodeSelector={TEST_LABEL: "yes"},
+        )
+    )
+    wait_for(lambda: running_pod(kc, "labelled"), 60, "the pod Running on the node just labelled")
+
+
+def test_a_pod_bound_past_the_scheduler_asking_for_more_gpus_than_the_node_has_is_rejected(
+    cluster: ClusterHandle, kc: Kubectl
+) -> None:
+    node = node_names(cluster)[0]
+    nodes = json.loads(cluster.run_kubectl("get", "node", node, "-o", "json").stdout)
+    capacity = int(nodes["status"]["allocatable"][GPU])
+    container = {"name": "c", "image": REQUESTER_IMAGE, "resources": {"limits": {GPU: str(capacity + 1)}}}
+    kc.apply(pod("greedy", container, nodeName=node))
+    status = rejection(kc, "greedy")
+    assert status.get("reason") == f"OutOf{GPU}"
+    words = str(status.get("message")).removeprefix(REJECTED)
+    assert status["message"].startswith(REJECTED)
+    assert words.startswith(f"Node didn't have enough resource: {GPU}, requested: {capacity + 1}, used: ")
+    assert words.endswith(f", capacity: {capacity}")
+    wait_for(lambda: warning_events(kc, "greedy", f"OutOf{GPU}") == [words], 30, "the Event")
+    assert container_pids(str((kc.pod("greedy") or {})["metadata"]["uid"])) == []
+
+
 def test_an_image_without_a_program_fails_like_a_pull(kc: Kubectl) -> None:
     kc.apply(pod("mystery", {"name": "c", "image": "quay.io/nobody/mystery:1.0"}))
 

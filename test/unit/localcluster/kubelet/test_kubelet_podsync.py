@@ -107,6 +107,7 @@ class FakeNode:
     name: str = "node-1"
     ip: str = "127.64.0.1"
     runs_pods: bool = True
+    labels: dict[str, str] = field(default_factory=lambda: {"kubernetes.io/hostname": "node-1", "zone": "a"})
 
     @property
     def table(self) -> Any:
@@ -308,15 +309,64 @@ async def test_graceful_deletion_stops_reports_and_deletes(world: World) -> None
     assert world.syncer.gpus.free("node-1") == list(UUIDS)
 
 
-async def test_a_pod_whose_gpus_are_taken_is_rejected(world: World) -> None:
+async def test_a_pod_asking_for_more_gpus_than_are_free_is_rejected_as_a_kubelet_does(world: World) -> None:
     first = world.add(make_pod("a", gpus=3))
-    second = world.add(make_pod("b", gpus=3))
+    second = world.add(make_pod("b", gpus=2))
     await world.syncer.sync(first)
     assert await world.syncer.sync(second) == Done()
     status = world.status(second)
-    assert (status["phase"], status["reason"]) == ("Failed", "UnexpectedAdmissionError")
-    assert "Requested: 3, Available: 1" in status["message"]
+    words = "Node didn't have enough resource: nvidia.com/gpu, requested: 2, used: 3, capacity: 4"
+    assert (status["phase"], status["reason"]) == ("Failed", "OutOfnvidia.com/gpu")
+    assert status["message"] == f"Pod was rejected: {words}"
+    assert ("Warning", "OutOfnvidia.com/gpu", words) in world.events
     assert world.container(second)["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    assert len(world.runtime.handles) == 1  # only the first pod started
+    assert world.syncer.gpus.free("node-1") == ["GPU-3"]
+
+
+NOT_ON_THIS_NODE = [
+    pytest.param({"nodeSelector": {"zone": "b"}}, id="node-selector"),
+    pytest.param({"nodeSelector": {"kubernetes.io/hostname": "node-2"}}, id="hostname-selector"),
+    pytest.param(
+        {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}
+                        ]
+                    }
+                }
+            }
+        },
+        id="required-node-affinity",
+    ),
+]
+
+
+@pytest.mark.parametrize("placement", NOT_ON_THIS_NODE)
+async def test_a_pod_bound_to_a_node_its_placement_excludes_is_rejected_not_run(
+    world: World, placement: dict[str, Any]
+) -> None:
+    uid = world.add(make_pod("a", **placement))
+    assert await world.syncer.sync(uid) == Done()
+    status = world.status(uid)
+    words = "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+    assert (status["phase"], status["reason"], status["message"]) == (
+        "Failed",
+        "NodeAffinity",
+        f"Pod was rejected: {words}",
+    )
+    assert world.events == [("Warning", "NodeAffinity", words)]
+    assert world.runtime.handles == []
+    assert world.syncer.gpus.free("node-1") == list(UUIDS)
+
+
+async def test_a_pod_whose_placement_matches_its_nodes_labels_runs(world: World) -> None:
+    uid = world.add(make_pod("a", nodeSelector={"zone": "a", "kubernetes.io/hostname": "node-1"}))
+    await world.syncer.sync(uid)
+    assert world.status(uid)["phase"] == "Running"
+    assert len(world.runtime.handles) == 1
 
 
 async def test_a_vanished_pod_has_its_processes_stopped_and_files_removed(world: World) -> None:
