@@ -48,10 +48,11 @@ run: cluster-up ## local cluster + the controller installed by the chart + gpu-m
 	@hack/run-demo.sh
 
 .PHONY: lint
-lint: dev ## ruff, mypy --strict, helm lint
+lint: dev ## ruff, mypy --strict, import contracts (pyproject's [tool.importlinter]), helm lint
 	$(BIN)/ruff check dpctl test hack bench
 	$(BIN)/ruff format --check dpctl test hack bench
 	$(BIN)/mypy dpctl
+	$(BIN)/lint-imports
 	hack/helm.sh lint deploy/helm/dpctlr
 
 .PHONY: unit

@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "requester": ("dpctl.stub.main", "run the requester stub (the server-requesting Pod's container)"),
     "vllm-emulator": ("dpctl.emulator.main", "stand in for `vllm serve` where no GPU exists"),
     "render-runner": ("dpctl.podbuild.render_cmd", "print the runner Pod the controller would create"),
-    "status": ("dpctl.statuscmd", "show GPUs, requesters, runners and sleepers of a namespace"),
+    "status": ("dpctl.status.cmd", "show GPUs, requesters, runners and sleepers of a namespace"),
     "local-cluster": ("dpctl.localcluster.main", "bring the embedded local cluster up or down"),
     "sim-kubelet": ("dpctl.localcluster.kubelet.main", "the simulated kubelet of the local cluster"),
     "sim-nvidia-smi": ("dpctl.localcluster.nvidiasmi", "nvidia-smi as seen in a simulated container"),

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 from dpctl import api, log
 from dpctl.dualpods import podview
 from dpctl.dualpods.cache import POD_INDEXERS, CacheView, RecentWrites, slim_pod
-from dpctl.dualpods.effects import Effects, EventType
 from dpctl.dualpods.keys import Key, RunnerKey, ServerKey
-from dpctl.dualpods.latency import Stamps, Step
+from dpctl.dualpods.latency import Stamps
 from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.ports import PodWrites, Ports
 from dpctl.dualpods.reconcile import Reconciler, Settings
 from dpctl.informer import Informer, InformerMetrics, kube_lister
 from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube
@@ -37,7 +38,7 @@ class Controller:
         self,
         kube: Kube,
         namespace: str,
-        effects: Effects,
+        ports: Ports,
         settings: Settings,
         num_workers: int = 32,
         watch_nodes: bool = True,
@@ -72,9 +73,8 @@ class Controller:
             "dualpods", default_controller_rate_limiter(), metrics=queue_metrics
         )
         self.stamps = Stamps()
-        self.reconciler = Reconciler(
-            self.cache, _Remembering(effects, self.cache.recent), settings, self.stamps
-        )
+        remembering = dataclasses.replace(ports, pods=_Remembering(ports.pods, self.cache.recent))
+        self.reconciler = Reconciler(self.cache, remembering, settings, self.stamps)
         self.pods.add_handlers(
             on_add=self._pod_changed, on_update=self._pod_updated, on_delete=self._pod_deleted
         )
@@ -238,21 +238,21 @@ def _keys_of(pod: RawObj) -> list[Key]:
 
 
 class _Remembering:
-    """The reconciler's effects, with every Pod the API server returns from a write remembered
-    (:class:`~dpctl.dualpods.cache.RecentWrites`) so the next reconcile reads past the lag."""
+    """Pod writes with every Pod the API server returns remembered
+    (:class:`~dpctl.dualpods.cache.RecentWrites`), so the next reconcile reads past the lag."""
 
-    def __init__(self, effects: Effects, recent: RecentWrites) -> None:
-        self._fx = effects
+    def __init__(self, pods: PodWrites, recent: RecentWrites) -> None:
+        self._pods = pods
         self._recent = recent
 
     async def create_pod(self, pod: RawObj) -> dict[str, Any]:
-        created = await self._fx.create_pod(pod)
+        created = await self._pods.create_pod(pod)
         self._recent.remember(created)
         return created
 
     async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
         try:
-            patched = await self._fx.patch_pod(name, patch)
+            patched = await self._pods.patch_pod(name, patch)
         except ApiError as err:
             if err.not_found:  # a UID-preconditioned patch names the Pod it found gone
                 self._recent.gone(str(podview.meta(patch).get("uid") or ""))
@@ -261,37 +261,10 @@ class _Remembering:
         return patched
 
     async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:
-        await self._fx.delete_pod(name, uid, resource_version)
+        await self._pods.delete_pod(name, uid, resource_version)
 
     async def get_pod(self, name: str) -> dict[str, Any] | None:
-        return await self._fx.get_pod(name)
-
-    async def query_gpus(self, host: str, port: int) -> list[str]:
-        return await self._fx.query_gpus(host, port)
-
-    async def relay(self, host: str, port: int, ready: bool) -> None:
-        await self._fx.relay(host, port, ready)
-
-    async def is_sleeping(self, host: str, port: int) -> bool:
-        return await self._fx.is_sleeping(host, port)
-
-    async def sleep(self, host: str, port: int) -> None:
-        await self._fx.sleep(host, port)
-
-    async def wake(self, host: str, port: int) -> None:
-        await self._fx.wake(host, port)
-
-    def event(self, pod: RawObj, type_: EventType, reason: str, message: str) -> None:
-        self._fx.event(pod, type_, reason, message)
-
-    def count(self, what: str, reason: str = "") -> None:
-        self._fx.count(what, reason)
-
-    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
-        self._fx.actuated(path, requester)
-
-    def added_latency(self, step: Step, seconds: float) -> None:
-        self._fx.added_latency(step, seconds)
+        return await self._pods.get_pod(name)
 
 
 class _AnyNode:

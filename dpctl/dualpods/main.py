@@ -24,9 +24,9 @@ from dpctl import log
 from dpctl.clients.http import HttpClient
 from dpctl.clients.inference import InferenceClient
 from dpctl.clients.requester import RequesterClient
+from dpctl.dualpods.adapters import kube_ports
 from dpctl.dualpods.config import ControllerConfig
 from dpctl.dualpods.controller import Controller
-from dpctl.dualpods.kubeeffects import KubeEffects
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.reconcile import Settings
 from dpctl.events import EventRecorder
@@ -137,16 +137,16 @@ async def _main(cfg: ControllerConfig) -> int:
     http = HttpClient(observer=metrics.observe_http)
     events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     controller_ref: list[Controller] = []
-    telemetry = DualPodsMetrics(
+    dual_metrics = DualPodsMetrics(
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
     )
-    effects = KubeEffects(
-        kube, cfg.namespace, RequesterClient(http), InferenceClient(http), events, telemetry
+    ports = kube_ports(
+        kube, cfg.namespace, RequesterClient(http), InferenceClient(http), events, dual_metrics
     )
     controller = Controller(
         kube,
         cfg.namespace,
-        effects,
+        ports,
         Settings(sleeper_limit=cfg.sleeper_limit),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -21,6 +20,7 @@ from prometheus_client.registry import Collector
 from dpctl.dualpods import podview
 from dpctl.dualpods.latency import STEPS, Step
 from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Path
 
 ACTUATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 960)
 # Fine around the 100 ms a step may take, so quantiles read from the buckets mean something.
@@ -30,7 +30,7 @@ ADDED_BUCKETS = (
 
 
 class DualPodsMetrics:
-    """Implements :class:`dpctl.dualpods.telemetry.Telemetry`."""
+    """The metrics half of the :class:`~dpctl.dualpods.ports.Reporter` port."""
 
     def __init__(self, registry: CollectorRegistry, pods: Callable[[], Iterable[RawObj]]) -> None:
         r = registry
@@ -50,7 +50,7 @@ class DualPodsMetrics:
         )
         for step in STEPS:
             self.added.labels(step)
-        self.counters = {
+        self.counters: dict[Counted, Counter] = {
             "bind": Counter("dpctl_binds", "Sleeping runners bound to a requester", registry=r),
             "wake": Counter("dpctl_wakes", "Inference servers woken", registry=r),
             "sleep": Counter("dpctl_sleeps", "Inference servers put to sleep", registry=r),
@@ -66,15 +66,16 @@ class DualPodsMetrics:
         )
         r.register(_Population(pods))
 
-    def count(self, what: str, reason: str = "") -> None:
-        if what == "runner_deleted":
-            self.runner_deletions.labels(reason or "unknown").inc()
-        elif what == "status_error":
-            self.status_errors.labels(reason or "unknown").inc()
-        elif what in self.counters:
-            self.counters[what].inc()
+    def count(self, what: Counted) -> None:
+        self.counters[what].inc()
 
-    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
+    def runner_deleted(self, reason: DeleteReason) -> None:
+        self.runner_deletions.labels(reason).inc()
+
+    def status_error(self, reason: ErrorReason) -> None:
+        self.status_errors.labels(reason).inc()
+
+    def actuated(self, path: Path, requester: RawObj) -> None:
         started = podview.container_started_at(requester)
         if not started:
             return

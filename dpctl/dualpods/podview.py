@@ -198,3 +198,32 @@ def manager_time(pod: RawObj, manager: str = api.FIELD_MANAGER) -> str:
 
 def node_unschedulable(node: RawObj) -> bool:
     return bool(spec(node).get("unschedulable"))
+
+
+def status_errors(requester: RawObj) -> tuple[str, ...]:
+    """The errors the requester's status annotation reports (contract §3)."""
+    raw = annotations(requester).get(api.STATUS_ANNOTATION)
+    if not raw:
+        return ()
+    try:
+        return api.RequesterStatus.model_validate_json(raw).errors
+    except ValueError:
+        # The controller only ever writes valid JSON; someone else wrote this one.
+        return (f"annotation {api.STATUS_ANNOTATION} is not the controller's JSON: {raw[:200]!r}",)
+
+
+def sleeping_label(runner: RawObj) -> str | None:
+    """The FYI label the controller sets for routing: "true", "false", or absent."""
+    return labels(runner).get(api.SLEEPING_LABEL)
+
+
+def asleep(runner: RawObj) -> bool:
+    """Whether the runner's server sleeps: the FYI label when set, else unbound means asleep.
+
+    The label is the better witness: the controller flips it to ``false`` only after ``/wake_up``
+    succeeded and to ``true`` before ``/sleep``, so a runner being bound or unbound reads right.
+    """
+    label = sleeping_label(runner)
+    if label in ("true", "false"):
+        return label == "true"
+    return bound_requester(runner) is None

@@ -9,6 +9,7 @@ were learned from, so a restarted stub or vLLM is never trusted on old knowledge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
@@ -76,3 +77,41 @@ class RunnerState:
     """What is known about one unbound runner: the container instance verified asleep."""
 
     asleep_instance: tuple[str, int] | None = None
+
+
+@dataclass
+class Memory:
+    """All the soft state of one controller: per inference server (requester UID), per unbound
+    runner, and the names each server was last seen with (for its end-of-life line)."""
+
+    servers: dict[str, ServerState] = field(default_factory=dict)
+    runners: dict[str, RunnerState] = field(default_factory=dict)
+    names: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def server(self, uid: str) -> ServerState:
+        return self.servers.setdefault(uid, ServerState())
+
+    def runner(self, uid: str) -> RunnerState:
+        return self.runners.setdefault(uid, RunnerState())
+
+    def note_names(self, uid: str, **names: Any) -> None:
+        self.names.setdefault(uid, {}).update(names)
+
+    def name_of(self, uid: str) -> str | None:
+        """The requester's name as last seen, for a UID whose Pod the cache no longer has."""
+        known = self.names.get(uid, {}).get("requester")
+        return str(known) if known else None
+
+    def forget_server(self, uid: str) -> dict[str, Any] | None:
+        """Drop what is known of a server; the names it had, or None if nothing was known."""
+        known = self.servers.pop(uid, None) is not None or uid in self.names
+        names = self.names.pop(uid, {})
+        return names if known else None
+
+    def forget_runner(self, uid: str) -> None:
+        self.runners.pop(uid, None)
+
+    def verified_asleep(self, runner: RawObj) -> bool:
+        """Whether this container instance of an unbound runner was found (or put) asleep."""
+        st = self.runners.get(podview.uid(runner))
+        return st is not None and st.asleep_instance == instance(runner)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dpctl import api
-from dpctl.dualpods.fleet import FleetReport
+from dpctl.status.fleet import FleetReport
 from e2e.recipe import (
     Kubectl,
     ServerPatch,

@@ -68,8 +68,8 @@ def _use_every_hook(metrics: Metrics, dual: DualPodsMetrics) -> None:
     metrics.observe_http("query the requester's GPUs", 200, 0.01)
     for what in ("bind", "wake", "sleep", "eviction"):
         dual.count(what)
-    dual.count("runner_deleted", "sleeper-limit")
-    dual.count("status_error", "GpuMap")
+    dual.runner_deleted("sleeper-limit")
+    dual.status_error("GpuMap")
     dual.actuated("cold", requester())
 
 

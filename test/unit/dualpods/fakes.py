@@ -1,4 +1,4 @@
-"""Test doubles for the reconciler: a cache built from plain dicts and a recorder of effects.
+"""Test doubles for the reconciler: a cache built from plain dicts and a recorder of its ports.
 
 ``World`` holds Pods, Nodes and the gpu-map as the informers would; its indexes use the very
 index functions the controller registers. ``Recorder`` answers HTTP calls from a script and
@@ -19,6 +19,7 @@ from dpctl.dualpods import gpumap
 from dpctl.dualpods.cache import POD_INDEXERS
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Ports
 from dpctl.kube import ApiError
 
 NS = "ns1"
@@ -310,8 +311,19 @@ class Recorder:
     def event(self, pod: RawObj, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
-    def count(self, what: str, reason: str = "") -> None:
-        self.counts.append((what, reason))
+    def count(self, what: Counted) -> None:
+        self.counts.append((what, ""))
+
+    def runner_deleted(self, reason: DeleteReason) -> None:
+        self.counts.append(("runner_deleted", reason))
+
+    def status_error(self, reason: ErrorReason) -> None:
+        self.counts.append(("status_error", reason))
+
+    @property
+    def ports(self) -> Ports:
+        """The recorder as every port at once: it records all actions in one sequence."""
+        return Ports(pods=self, stubs=self, servers=self, report=self)
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
         self.actuations.append(path)

@@ -12,7 +12,7 @@ from .fakes import Recorder, World, node, requester, runner
 
 
 def make_controller() -> Controller:
-    return Controller(object(), "ns1", Recorder(World()), Settings())  # type: ignore[arg-type]
+    return Controller(object(), "ns1", Recorder(World()).ports, Settings())  # type: ignore[arg-type]
 
 
 async def queued(c: Controller) -> set[Any]:

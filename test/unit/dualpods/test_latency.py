@@ -43,7 +43,7 @@ def test_end_of_life_drops_what_was_never_taken() -> None:
 
 
 def make_controller(*pods: dict) -> Controller:
-    c = Controller(object(), "ns1", Recorder(World()), Settings())  # type: ignore[arg-type]
+    c = Controller(object(), "ns1", Recorder(World()).ports, Settings())  # type: ignore[arg-type]
     for pod in pods:
         c.pods.store.upsert(pod)
     return c
@@ -79,7 +79,7 @@ def test_handlers_stamp_a_bound_runner_turning_ready() -> None:
 def make(world: World, **rec: object) -> tuple[Reconciler, Recorder, Clock]:
     clock = Clock()
     recorder = Recorder(world, **rec)  # type: ignore[arg-type]
-    return Reconciler(world, recorder, Settings(), Stamps(clock)), recorder, clock
+    return Reconciler(world, recorder.ports, Settings(), Stamps(clock)), recorder, clock
 
 
 async def test_a_cold_start_reports_create_then_relay() -> None:

@@ -68,7 +68,7 @@ def test_a_write_that_moved_a_runner_out_of_an_index_hides_it_there() -> None:
 
 async def test_a_reconcile_right_after_another_does_not_repeat_its_writes() -> None:
     recorder = Recorder(World())
-    c = Controller(object(), NS, recorder, Settings())  # type: ignore[arg-type]
+    c = Controller(object(), NS, recorder.ports, Settings())  # type: ignore[arg-type]
     req = at(requester(), "10")
     run = at(runner(), "20")
     c.pods.store.upsert(req)
@@ -119,7 +119,7 @@ def test_a_runner_we_created_is_bound_before_the_cache_has_it() -> None:
 
 async def test_a_reconcile_before_the_created_runner_is_cached_does_not_create_again() -> None:
     recorder = Recorder(World(), gpus={"127.64.0.2": ["GPU-node-1-0"]})
-    c = Controller(object(), NS, recorder, Settings())  # type: ignore[arg-type]
+    c = Controller(object(), NS, recorder.ports, Settings())  # type: ignore[arg-type]
     c.pods.store.upsert(requester())
     assert c.nodes is not None
     c.nodes.store.upsert(node())
@@ -143,7 +143,7 @@ async def test_a_404_on_a_uid_preconditioned_patch_marks_the_pod_gone() -> None:
     from dpctl.kube import ApiError
 
     recorder = Recorder(World(), fail={"patch": ApiError(404, "NotFound", "gone", "PATCH", "/pods/req-a")})
-    c = Controller(object(), NS, recorder, Settings())  # type: ignore[arg-type]
+    c = Controller(object(), NS, recorder.ports, Settings())  # type: ignore[arg-type]
     c.pods.store.upsert(requester(deleting=True, finalizers=[api.REQUESTER_FINALIZER]))
     assert c.nodes is not None
     c.nodes.store.upsert(node())

@@ -33,7 +33,7 @@ RUN_IP = "127.64.0.3"
 
 def make(world: World, limit: int = 2, **rec: object) -> tuple[Reconciler, Recorder]:
     recorder = Recorder(world, **rec)  # type: ignore[arg-type]
-    return Reconciler(world, recorder, Settings(sleeper_limit=limit)), recorder
+    return Reconciler(world, recorder.ports, Settings(sleeper_limit=limit)), recorder
 
 
 def nominal_of(req: dict, node_name: str = "node-1", gpus: tuple[int, ...] = (0,)) -> str:
@@ -109,7 +109,7 @@ async def test_failed_gpu_query_is_reported_and_retried_never_cached(monkeypatch
     world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
     r, rec = make(world)
     clock = [1000.0]
-    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
     assert patches_of(rec, "req-a") == []  # a stub just starting is not an error yet
     clock[0] += 6
@@ -491,7 +491,7 @@ async def test_a_stub_still_starting_is_an_expected_retry_until_the_grace_period
     world = World([requester()], [node()], gpu_map_cm({"node-1": 4}))
     r, _ = make(world)
     clock = [1000.0]
-    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     first = await r.reconcile(ServerKey("uid-a"))
     assert isinstance(first, Retry) and first.expected
     clock[0] += 6
@@ -593,7 +593,7 @@ async def test_cordon_changes_nothing_for_a_bound_pair() -> None:
         gpu_map_cm({"node-1": 2}),
     )
     r, rec = make(world)
-    r.servers["uid-a"] = ServerState(awake_instance=("uid-r", 0))
+    r.memory.servers["uid-a"] = ServerState(awake_instance=("uid-r", 0))
     world.pods["req-a"]["metadata"]["annotations"].update({api.STATUS_ANNOTATION: '{"Errors":[]}'})
     world.pods["req-a"]["metadata"]["labels"][api.DUAL_LABEL] = "req-a-server"
     assert await r.reconcile(ServerKey("uid-a")) == Done()
@@ -614,7 +614,7 @@ async def test_wake_failures_are_retried_then_the_runner_is_replaced(monkeypatch
         world, asleep={RUN_IP: True}, fail={"wake": HttpCallError("wake", "u", 500, "CUDA out of memory")}
     )
     clock = [1000.0]
-    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     # Quick retries alone never give up: the work queue's first retries come milliseconds apart.
     for _ in range(5):
         assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
@@ -701,7 +701,7 @@ async def test_sleep_failure_is_retried_then_bounded(monkeypatch: pytest.MonkeyP
     world = World([requester(deleting=True), runner()], [node()], gpu_map_cm({"node-1": 2}))
     r, rec = make(world, fail={"sleep": HttpCallError("sleep", "u", None, "timed out after 30 s")})
     clock = [1000.0]
-    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
     clock[0] += 29
     assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)  # not for long enough yet
@@ -719,7 +719,7 @@ async def test_server_still_loading_is_not_deleted_by_quick_sleep_retries(
     loading = HttpCallError("sleep", "u", 503, "HTTP 503 Service Unavailable: The model is still loading.")
     r, rec = make(world, fail={"sleep": loading})
     clock = [1000.0]
-    monkeypatch.setattr("dpctl.dualpods.reconcile.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
     for _ in range(8):
         assert isinstance(await r.reconcile(ServerKey("uid-a")), Retry)
         clock[0] += 0.02
@@ -757,7 +757,7 @@ async def test_both_gone_is_the_end_of_life_said_once(caplog: pytest.LogCaptureF
         assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.actions == []
     assert [x.getMessage() for x in caplog.records].count(LogMsg.END_OF_LIFE) == 1
-    assert "uid-a" not in r.servers
+    assert "uid-a" not in r.memory.servers
 
 
 async def test_a_server_never_seen_has_no_end_of_life(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,7 +2,7 @@
 
 Owns the subcommand's arguments, the three reads it makes (the namespace's Pods, the cluster's
 Nodes, the ``gpu-map`` ConfigMap) and the output formats; the report itself is
-:func:`dpctl.dualpods.fleet.build`. ``-o table`` prints kubectl-style tables (columns aligned
+:func:`dpctl.status.fleet.build`. ``-o table`` prints kubectl-style tables (columns aligned
 like kubectl's tabwriter, ``-`` for empty, ages like ``5m`` or ``2h``); ``-o json`` and
 ``-o yaml`` print the report model as is, its keys in declaration order.
 
@@ -32,8 +32,8 @@ import yaml
 from kubernetes_asyncio import config
 
 from dpctl import api
-from dpctl.dualpods import fleet
 from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube, RawObj
+from dpctl.status import fleet
 
 # Where a Pod's service account tells its namespace; kubectl reads the same file in-cluster.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -1,4 +1,5 @@
-"""The real :class:`~dpctl.dualpods.effects.Effects`: the API server, HTTP, Events, telemetry.
+"""The real :mod:`~dpctl.dualpods.ports`: the API server, the stub and inference-server HTTP
+clients, and Events with Prometheus metrics.
 
 Every Pod write carries the controller's field manager (the sleeper-limit LRU reads its
 managedFields time) and is a strategic merge patch or a create, so concurrent writers of other
@@ -7,35 +8,25 @@ fields never conflict with us; deletes carry UID preconditions.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from dpctl import api
 from dpctl.clients.inference import InferenceClient
 from dpctl.clients.requester import RequesterClient
-from dpctl.dualpods.effects import EventType
 from dpctl.dualpods.latency import Step
+from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.podview import RawObj
-from dpctl.dualpods.telemetry import Telemetry
+from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, EventType, Path, Ports
 from dpctl.events import EventRecorder
 from dpctl.kube import PODS, ApiError, Kube
 
 
-class KubeEffects:
-    def __init__(
-        self,
-        kube: Kube,
-        namespace: str,
-        requesters: RequesterClient,
-        servers: InferenceClient,
-        events: EventRecorder | None,
-        telemetry: Telemetry,
-    ) -> None:
+class KubePods:
+    """Pod writes in one namespace."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
-        self.requesters = requesters
-        self.servers = servers
-        self.events = events
-        self.telemetry = telemetry
 
     async def create_pod(self, pod: RawObj) -> dict[str, Any]:
         return await self.kube.create(PODS, pod, self.namespace, field_manager=api.FIELD_MANAGER)
@@ -58,6 +49,11 @@ class KubeEffects:
                 return None
             raise
 
+
+class Stubs:
+    def __init__(self, requesters: RequesterClient) -> None:
+        self.requesters = requesters
+
     async def query_gpus(self, host: str, port: int) -> list[str]:
         return await self.requesters.accelerators(host, port)
 
@@ -66,6 +62,11 @@ class KubeEffects:
             await self.requesters.become_ready(host, port)
         else:
             await self.requesters.become_unready(host, port)
+
+
+class Servers:
+    def __init__(self, servers: InferenceClient) -> None:
+        self.servers = servers
 
     async def is_sleeping(self, host: str, port: int) -> bool:
         return await self.servers.is_sleeping(host, port)
@@ -76,15 +77,40 @@ class KubeEffects:
     async def wake(self, host: str, port: int) -> None:
         await self.servers.wake_up(host, port)
 
+
+class EventsAndMetrics:
+    def __init__(self, events: EventRecorder | None, metrics: DualPodsMetrics) -> None:
+        self.events = events
+        self.metrics = metrics
+
     def event(self, pod: RawObj, type_: EventType, reason: str, message: str) -> None:
         if self.events is not None:
             self.events.record(pod, type_, reason, message)
 
-    def count(self, what: str, reason: str = "") -> None:
-        self.telemetry.count(what, reason)
+    def count(self, what: Counted) -> None:
+        self.metrics.count(what)
 
-    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
-        self.telemetry.actuated(path, requester)
+    def runner_deleted(self, reason: DeleteReason) -> None:
+        self.metrics.runner_deleted(reason)
+
+    def status_error(self, reason: ErrorReason) -> None:
+        self.metrics.status_error(reason)
+
+    def actuated(self, path: Path, requester: RawObj) -> None:
+        self.metrics.actuated(path, requester)
 
     def added_latency(self, step: Step, seconds: float) -> None:
-        self.telemetry.added_latency(step, seconds)
+        self.metrics.added_latency(step, seconds)
+
+
+def kube_ports(
+    kube: Kube,
+    namespace: str,
+    requesters: RequesterClient,
+    servers: InferenceClient,
+    events: EventRecorder | None,
+    metrics: DualPodsMetrics,
+) -> Ports:
+    return Ports(
+        KubePods(kube, namespace), Stubs(requesters), Servers(servers), EventsAndMetrics(events, metrics)
+    )

@@ -19,13 +19,14 @@ import pytest
 import yaml
 from aiohttp import web
 
-from dpctl import api, cli, statuscmd
-from dpctl.dualpods import fleet
+from dpctl import api, cli
+from dpctl.status import cmd as statuscmd
+from dpctl.status import fleet
 
-from .dualpods.fakes import gpu_map_cm, requester, runner
-from .dualpods.test_fleet import NOW, ready_node, sample_report
+from ..dualpods.fakes import gpu_map_cm, requester, runner
+from .test_fleet import NOW, ready_node, sample_report
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 GOLDEN_TABLE = """\
 NODE     STATUS                     ALLOCATABLE   GPU-MAP

@@ -249,7 +249,7 @@ def _node_errors(node_objs: Mapping[str, RawObj] | None, per_node: Mapping[str, 
 
 def _requester_errors(req: RawObj, node_objs: Mapping[str, RawObj] | None, has_runner: bool) -> list[Problem]:
     where = f"pod/{podview.name(req)}"
-    errors = [Problem(object=where, message=m) for m in _status_errors(req)]
+    errors = [Problem(object=where, message=m) for m in podview.status_errors(req)]
     node_name = podview.node_name(req)
     if not node_name:
         why = _unscheduled_reason(req)
@@ -282,17 +282,6 @@ def _runner_errors(runner: RawObj, requesters_by_uid: Mapping[str, RawObj]) -> l
             )
         )
     return errors
-
-
-def _status_errors(req: RawObj) -> tuple[str, ...]:
-    raw = podview.annotations(req).get(api.STATUS_ANNOTATION)
-    if not raw:
-        return ()
-    try:
-        return api.RequesterStatus.model_validate_json(raw).errors
-    except ValueError:
-        # The controller only ever writes valid JSON; someone else wrote this one.
-        return (f"annotation {api.STATUS_ANNOTATION} is not the controller's JSON: {raw[:200]!r}",)
 
 
 def _unscheduled_reason(pod: RawObj) -> str:
@@ -366,22 +355,10 @@ def _runner_ref(runner: RawObj) -> RunnerRef:
     return RunnerRef(
         name=podview.name(runner),
         ready=podview.pod_ready(runner),
-        sleeping=_sleeping(runner),
+        sleeping=podview.asleep(runner),
         terminating=podview.deleting(runner),
         last_used=_timestamp(podview.manager_time(runner)),
     )
-
-
-def _sleeping(runner: RawObj) -> bool:
-    """The FYI label when the controller has set it, else bound = awake, unbound = asleep.
-
-    The label is the better witness: the controller flips it to ``false`` only after ``/wake_up``
-    succeeded and to ``true`` before ``/sleep``, so a runner being bound or unbound reads right.
-    """
-    label = podview.labels(runner).get(api.SLEEPING_LABEL)
-    if label in ("true", "false"):
-        return label == "true"
-    return podview.bound_requester(runner) is None
 
 
 def _timestamp(text: str) -> dt.datetime | None:

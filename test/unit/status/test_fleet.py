@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 from dpctl import api
-from dpctl.dualpods import fleet
+from dpctl.status import fleet
 
-from .fakes import gpu_map_cm, gpu_uuid, node, requester, runner
+from ..dualpods.fakes import gpu_map_cm, gpu_uuid, node, requester, runner
 
 NOW = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.UTC)
 SERVER_PATCH_ERROR = "the server-patch is not valid YAML: mapping values are not allowed here (line 3)"

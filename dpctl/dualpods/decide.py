@@ -1,0 +1,86 @@
+"""The decision of contract §5, pure: from the cached requester, runner and Node, which step.
+
+Read top to bottom, :func:`decide` is §5's order of precedence: a runner being deleted is
+reflected first; a requester gone or going releases its runner; a requester not yet placed (or
+on a Node absent or departing) waits for its Node; a bound pair is served; a requester on a
+cordoned Node without a runner is deleted; anything else is actuated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dpctl.dualpods import podview
+from dpctl.dualpods.podview import RawObj
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Neither Pod exists any more: the server's end of life."""
+
+
+@dataclass(frozen=True)
+class ReflectRunnerDeletion:
+    requester: RawObj | None
+    runner: RawObj
+
+
+@dataclass(frozen=True)
+class Release:
+    requester: RawObj | None
+    runner: RawObj | None
+
+
+@dataclass(frozen=True)
+class AwaitNode:
+    """Not scheduled yet, or its Node is absent or departing: its Node's events bring it back."""
+
+
+@dataclass(frozen=True)
+class ServeBound:
+    requester: RawObj
+    runner: RawObj
+
+
+@dataclass(frozen=True)
+class DeleteOnCordon:
+    requester: RawObj
+
+
+@dataclass(frozen=True)
+class Actuate:
+    requester: RawObj
+    node: str
+    node_labels: Mapping[str, str]
+
+
+Step = Forget | ReflectRunnerDeletion | Release | AwaitNode | ServeBound | DeleteOnCordon | Actuate
+
+
+def decide(requester: RawObj | None, runner: RawObj | None, node: RawObj | None) -> Step:
+    """``node`` is the requester's Node as cached (None when unscheduled or unknown)."""
+    if requester is None and runner is None:
+        return Forget()
+    if runner is not None and podview.deleting(runner):
+        return ReflectRunnerDeletion(requester, runner)
+    if requester is None or podview.deleting(requester):
+        return Release(requester, runner)
+    if node is None or podview.deleting(node):
+        return AwaitNode()
+    if runner is not None:
+        return ServeBound(requester, runner)
+    if podview.node_unschedulable(node):
+        return DeleteOnCordon(requester)
+    return Actuate(requester, podview.node_name(requester), podview.labels(node))
+
+
+def the_runner(bound: Sequence[RawObj]) -> tuple[RawObj | None, list[RawObj]]:
+    """Of the runners bound to one requester, the oldest, and the live duplicates to delete
+    (a lost race could make them)."""
+    runners = sorted(
+        bound, key=lambda r: (str(podview.meta(r).get("creationTimestamp", "")), podview.name(r))
+    )
+    if not runners:
+        return None, []
+    return runners[0], [r for r in runners[1:] if not podview.deleting(r)]

@@ -1,0 +1,98 @@
+"""What the reconcile steps do to the world, as four narrow ports.
+
+The steps decide; a port acts. Each port is one kind of counterpart, so a test fakes only the
+ones its case touches and the wrappers that add behaviour wrap one port (``RecentWrites`` wraps
+only :class:`PodWrites`):
+
+- :class:`PodWrites`: Pod writes and the one read that must bypass the cache, through the API
+  server (the implementation fixes the namespace, the field manager and preconditions);
+- :class:`StubCalls`: the requester stub's SPI;
+- :class:`ServerCalls`: the inference server's sleep API;
+- :class:`Reporter`: what operators see besides logs, Kubernetes Events and metrics, with the
+  metric vocabulary typed below, so a misspelt counter or reason is a type error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from dpctl.dualpods.latency import Step
+from dpctl.dualpods.podview import RawObj
+
+EventType = Literal["Normal", "Warning"]
+# The counters of dpctl_binds, dpctl_wakes, dpctl_sleeps and dpctl_sleeper_evictions.
+Counted = Literal["bind", "wake", "sleep", "eviction"]
+# Why the controller deleted a runner (dpctl_runner_deletions{reason}).
+DeleteReason = Literal[
+    "duplicate",
+    "node-gone",
+    "in-trouble",
+    "not-running",
+    "no-sleep-mode",
+    "sleep-failed",
+    "wake-failed",
+    "restarted-sleeper",
+    "sleeper-limit",
+]
+# What kind of user mistake a status error reports (dpctl_status_errors{reason}, the Event reason).
+ErrorReason = Literal["BadAdminPort", "GpuMap", "BadServerPatch", "RunnerRefused"]
+Path = Literal["cold", "hot"]
+
+
+class PodWrites(Protocol):
+    async def create_pod(self, pod: RawObj) -> dict[str, Any]: ...
+
+    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
+        """Strategic merge patch; a ``metadata.resourceVersion`` in it is a precondition."""
+        ...
+
+    async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:
+        """Delete with a UID (and optionally resourceVersion) precondition; already gone is fine."""
+        ...
+
+    async def get_pod(self, name: str) -> dict[str, Any] | None:
+        """The API server's copy, for when the cache may lag (a name conflict on create)."""
+        ...
+
+
+class StubCalls(Protocol):
+    async def query_gpus(self, host: str, port: int) -> list[str]: ...
+
+    async def relay(self, host: str, port: int, ready: bool) -> None: ...
+
+
+class ServerCalls(Protocol):
+    async def is_sleeping(self, host: str, port: int) -> bool: ...
+
+    async def sleep(self, host: str, port: int) -> None: ...
+
+    async def wake(self, host: str, port: int) -> None: ...
+
+
+class Reporter(Protocol):
+    def event(self, pod: RawObj, type_: EventType, reason: str, message: str) -> None:
+        """Fire-and-forget; implementations rate-limit and aggregate."""
+        ...
+
+    def count(self, what: Counted) -> None: ...
+
+    def runner_deleted(self, reason: DeleteReason) -> None: ...
+
+    def status_error(self, reason: ErrorReason) -> None: ...
+
+    def actuated(self, path: Path, requester: RawObj) -> None:
+        """The requester's readiness was relayed for the first time: one actuation finished."""
+        ...
+
+    def added_latency(self, step: Step, seconds: float) -> None:
+        """The controller sent ``step``'s call this long after the event that made it possible."""
+        ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    pods: PodWrites
+    stubs: StubCalls
+    servers: ServerCalls
+    report: Reporter

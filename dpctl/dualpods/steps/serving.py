@@ -1,0 +1,95 @@
+"""A bound pair kept right: the runner awake, the requester's state current, readiness relayed.
+
+A runner is labelled ``sleeping=false`` only after ``/wake_up`` succeeded, so label-selected
+routing never reaches a sleeping server; the requester's stub is told ready only while its
+runner is Ready and known awake.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dpctl.api import LogMsg
+from dpctl.clients.http import HttpCallError
+from dpctl.clients.inference import SleepModeUnavailable
+from dpctl.dualpods import patches, podview
+from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.state import ServerState, instance
+from dpctl.dualpods.steps.context import Context
+from dpctl.dualpods.steps.finalizers import ensure_requester_state
+from dpctl.dualpods.steps.teardown import about, delete_runner
+from dpctl.workqueue.outcome import Done, Outcome, Retry
+
+DONE = Done()
+
+# When /wake_up of a bound runner keeps failing, this many times in a row and for this long,
+# the runner is deleted: a wedged server must not hold a requester forever (see teardown's
+# MAX_SLEEP_FAILURES for why time counts as well as tries).
+MAX_WAKE_FAILURES = 3
+WAKE_GIVE_UP_S = 30.0
+
+
+async def serve_bound(cx: Context, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:
+    errors: list[str] = []
+    if podview.in_trouble(runner):
+        errors.append(
+            f"the inference server in {podview.name(runner)} has restarted "
+            f"{podview.restart_count(runner)} times and is not ready; see its log"
+        )
+    outcome = await _ensure_awake(cx, st, runner, errors)
+    await ensure_requester_state(cx, st, requester, runner, errors)
+    if outcome is not DONE:
+        return outcome
+    return await _relay_readiness(cx, st, requester, runner)
+
+
+async def _ensure_awake(cx: Context, st: ServerState, runner: RawObj, errors: list[str]) -> Outcome:
+    if not st.knows_awake(runner):
+        if not (podview.pod_ready(runner) and podview.pod_ip(runner)):
+            return DONE  # its Ready condition will change; ask then
+        host, port = podview.pod_ip(runner), podview.server_port(runner) or 0
+        try:
+            if await cx.ports.servers.is_sleeping(host, port):
+                await cx.ports.servers.wake(host, port)
+                cx.ports.report.count("wake")
+                cx.log.info(LogMsg.WOKE, **about(runner))
+        except SleepModeUnavailable:
+            pass  # a server without sleep mode is never asleep
+        except HttpCallError as err:
+            errors.append(f"cannot wake the inference server in {podview.name(runner)}: {err}")
+            if st.wake_failures.failed(MAX_WAKE_FAILURES, WAKE_GIVE_UP_S, time.monotonic()):
+                await delete_runner(cx, runner, "wake-failed")
+                return DONE
+            return Retry(str(err))
+        st.wake_failures.reset()
+        st.awake_instance = instance(runner)
+    if podview.sleeping_label(runner) != "false":
+        await cx.ports.pods.patch_pod(podview.name(runner), patches.sleeping_label(False))
+    return DONE
+
+
+async def _relay_readiness(cx: Context, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:
+    """Whenever the runner's Ready differs from what the requester shows, tell the stub."""
+    want = podview.pod_ready(runner) and st.knows_awake(runner)
+    if want == podview.container_ready(requester) or st.already_relayed(want, requester):
+        return DONE
+    host = podview.pod_ip(requester)
+    try:
+        port = podview.admin_port(requester)
+        if want:
+            cx.sending("relay", podview.uid(requester))
+        await cx.ports.stubs.relay(host, port, want)
+    except (ValueError, HttpCallError) as err:
+        return Retry(f"relaying readiness to {podview.name(requester)}: {err}")
+    st.relayed = (want, instance(requester))
+    cx.log.info(
+        LogMsg.RELAYED_READINESS,
+        requester=podview.name(requester),
+        runner=podview.name(runner),
+        node=podview.node_name(requester),
+        ready=want,
+    )
+    if want and not st.actuation_observed and st.actuation_path in ("cold", "hot"):
+        st.actuation_observed = True
+        cx.ports.report.actuated("cold" if st.actuation_path == "cold" else "hot", requester)
+    return DONE
