@@ -68,6 +68,30 @@ def _port(value: Any, container: Mapping[str, Any]) -> int:
     raise ProbeSpecError(f"port {text!r} is not a named port of container {container.get('name')!r}")
 
 
+def _http_get(h: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "handler": "http",
+        "scheme": str(h.get("scheme") or "HTTP").upper(),
+        "host": str(h.get("host") or ""),
+        "port": _port(h.get("port"), container),
+        "path": str(h.get("path") or "/"),
+        "headers": tuple((str(x.get("name")), str(x.get("value"))) for x in h.get("httpHeaders") or []),
+    }
+
+
+def _tcp_socket(t: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    return {"handler": "tcp", "host": str(t.get("host") or ""), "port": _port(t.get("port"), container)}
+
+
+def _exec(e: Mapping[str, Any], _: Mapping[str, Any]) -> dict[str, Any]:
+    return {"handler": "exec", "command": tuple(str(w) for w in e.get("command") or [])}
+
+
+# A probe's handler, by its key in the spec, in the order they are looked for (the API server
+# allows only one; a spec with none keeps the "grpc" placeholder, which never succeeds here).
+_HANDLERS: Final = (("httpGet", _http_get), ("tcpSocket", _tcp_socket), ("exec", _exec))
+
+
 def parse_probe(probe: Mapping[str, Any] | None, container: Mapping[str, Any]) -> ProbeSpec | None:
     """The probe as a :class:`ProbeSpec` (API defaults applied), or None when there is none."""
     if not probe:
@@ -80,25 +104,9 @@ def parse_probe(probe: Mapping[str, Any] | None, container: Mapping[str, Any]) -
         success_threshold=int(probe.get("successThreshold") or 1),
         failure_threshold=int(probe.get("failureThreshold") or 3),
     )
-    if "httpGet" in probe:
-        h = probe["httpGet"] or {}
-        return replace(
-            timed,
-            handler="http",
-            scheme=str(h.get("scheme") or "HTTP").upper(),
-            host=str(h.get("host") or ""),
-            port=_port(h.get("port"), container),
-            path=str(h.get("path") or "/"),
-            headers=tuple((str(x.get("name")), str(x.get("value"))) for x in h.get("httpHeaders") or []),
-        )
-    if "tcpSocket" in probe:
-        t = probe["tcpSocket"] or {}
-        return replace(
-            timed, handler="tcp", host=str(t.get("host") or ""), port=_port(t.get("port"), container)
-        )
-    if "exec" in probe:
-        command = tuple(str(w) for w in (probe["exec"] or {}).get("command") or [])
-        return replace(timed, handler="exec", command=command)
+    for key, fields in _HANDLERS:
+        if key in probe:
+            return replace(timed, **fields(probe[key] or {}, container))
     return timed
 
 
@@ -132,10 +140,6 @@ class ProbeTracker:
             return False
         self.result = ok
         return True
-
-    def reset_after_restart_decision(self) -> None:
-        """After liveness failed and the container is being restarted: count from scratch."""
-        self._run_value, self._run_length = None, 0
 
 
 ExecRunner = Callable[[Sequence[str], float], Awaitable[bool]]

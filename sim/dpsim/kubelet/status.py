@@ -32,18 +32,17 @@ READY_TO_START: Final = "PodReadyToStartContainers"
 OWNED_CONDITIONS: Final = (READY_TO_START, INITIALIZED, READY, CONTAINERS_READY)
 
 
-def pod_phase(
-    policy: str,
-    init: Sequence[ContainerRecord],
-    app: Sequence[ContainerRecord],
-    terminating: bool = False,
-) -> str:
-    """The kubelet's phase rules. ``terminating``: the pod is being shut down for good, so no
-    container will restart whatever the policy says (then it ends Succeeded or Failed)."""
-    effective = "Never" if terminating else policy
-    if any(r.final and not r.succeeded for r in init) and effective == "Never":
-        return FAILED
-    pending_init = not all(r.succeeded for r in init)
+@dataclass(frozen=True)
+class _AppCounts:
+    """The app containers by state, as ``getPhase`` counts them."""
+
+    running: int
+    waiting: int  # never ran
+    stopped: int  # ended for good, or waiting to restart after a run
+    succeeded: int  # ended for good with exit code 0
+
+
+def _count(app: Sequence[ContainerRecord]) -> _AppCounts:
     running = waiting = stopped = succeeded = 0
     for r in app:
         if r.running is not None:
@@ -55,20 +54,38 @@ def pod_phase(
             stopped += 1  # waiting to restart, it ran before
         else:
             waiting += 1
-    if pending_init and not terminating:
-        return PENDING
-    if waiting > 0 and not terminating:
-        return PENDING
-    if running > 0:
+    return _AppCounts(running, waiting, stopped, succeeded)
+
+
+def _ended_phase(effective: str, counts: _AppCounts) -> str:
+    """The phase once no app container runs and, unless terminating, none waits to start."""
+    if effective == "Always":
         return RUNNING
-    if stopped > 0 or terminating:
-        if effective == "Always":
-            return RUNNING
-        if stopped == succeeded and waiting == 0:
-            return SUCCEEDED
-        if effective == "Never":
-            return FAILED
+    if counts.stopped == counts.succeeded and counts.waiting == 0:
+        return SUCCEEDED
+    if effective == "Never":
+        return FAILED
+    return RUNNING
+
+
+def pod_phase(
+    policy: str,
+    init: Sequence[ContainerRecord],
+    app: Sequence[ContainerRecord],
+    terminating: bool = False,
+) -> str:
+    """The kubelet's phase rules. ``terminating``: the pod is being shut down for good, so no
+    container will restart whatever the policy says (then it ends Succeeded or Failed)."""
+    effective = "Never" if terminating else policy
+    if any(r.final and not r.succeeded for r in init) and effective == "Never":
+        return FAILED
+    counts = _count(app)
+    if not terminating and (not all(r.succeeded for r in init) or counts.waiting > 0):
+        return PENDING
+    if counts.running > 0:
         return RUNNING
+    if counts.stopped > 0 or terminating:
+        return _ended_phase(effective, counts)
     return PENDING
 
 
