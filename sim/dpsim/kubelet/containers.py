@@ -42,6 +42,10 @@ def rfc3339(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now_rfc3339() -> str:
+    return rfc3339(dt.datetime.now(dt.UTC))
+
+
 def will_restart(policy: str, exit_code: int) -> bool:
     if policy == "Always":
         return True
@@ -201,6 +205,27 @@ class ContainerRecord:
                 f"back-off {_seconds(delay)} restarting failed container={self.name}",
             )
         return delay
+
+    def after_exit(
+        self, policy: str, stopping: bool, exit_code: int, ran_for: float, now: float
+    ) -> float | None:
+        """What follows an exit: None when the container is done for good, else the delay before
+        its restart. ``stopping``: the pod is being deleted or has ended, so nothing restarts."""
+        if stopping:
+            self.final = True
+            return None
+        if self.init:
+            if exit_code == 0:
+                self.final, self.ready = True, True
+                return 0.0
+            if policy == "Never":
+                self.final = True
+                return None
+            return self.schedule_restart(now, ran_for)
+        if will_restart(policy, exit_code):
+            return self.schedule_restart(now, ran_for)
+        self.final = True
+        return None
 
     def to_api(self, pod_ref: str = "") -> dict[str, Any]:
         """One entry of ``containerStatuses`` (or ``initContainerStatuses``)."""

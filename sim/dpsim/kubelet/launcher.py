@@ -14,7 +14,6 @@ for CUDA-based images); else none, and then the variable is not set at all.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from dpctl.kube import CONFIGMAPS, SECRETS, ApiError, Kube, RawObj, Resource
 from dpctl.log import KV
 from dpsim.kubelet import containers as ctr
 from dpsim.kubelet import images
-from dpsim.kubelet.containers import ContainerRecord, CrashBackoff, rfc3339
+from dpsim.kubelet.containers import ContainerRecord, CrashBackoff, now_rfc3339
 from dpsim.kubelet.devices import split_devices
 from dpsim.kubelet.env import (
     EnvError,
@@ -75,10 +74,6 @@ LaunchResult = Started | Wait | Failed
 
 def _new_container_id() -> str:
     return RUNTIME_PREFIX + uuid.uuid4().hex + uuid.uuid4().hex
-
-
-def _now_str() -> str:
-    return rfc3339(dt.datetime.now(dt.UTC))
 
 
 class Launcher:
@@ -134,7 +129,7 @@ class Launcher:
             )
         except StartFailed as e:
             return Failed(str(e), launch.container_id)
-        r.on_started(launch.container_id, _now_str(), now, images.image_id(r.image))
+        r.on_started(launch.container_id, now_rfc3339(), now, images.image_id(r.image))
         rec.handles[r.name] = handle
         rec.pull_backoff.pop(r.name, None)
         self._events.emit(pod, NORMAL, "Pulled", f'Container image "{r.image}" already present on machine')

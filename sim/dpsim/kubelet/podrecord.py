@@ -1,8 +1,9 @@
 """What the simulated kubelet remembers about one pod, and the settings its pod handling shares.
 
 Owns :class:`PodRecord` (by pod UID: its IP and GPUs, container records, running instances,
-probe workers, pending exits, status bookkeeping) and :class:`SyncSettings`. Data only; the sync
-loop (``podsync``) and the launcher (``launcher``) act on it. Everything in a record can be
+probe workers, pending exits, status bookkeeping), :class:`SyncSettings` and which errors the
+sync's steps count as transient. Data only; the sync loop (``podsync``), its steps and the
+launcher (``launcher``) act on it. Everything in a record can be
 rebuilt from the API and ``allocations.json`` after a restart, except what ran in processes that
 died with the previous kubelet.
 """
@@ -13,12 +14,19 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import aiohttp
+
+from dpctl.kube import ApiError
 from dpsim.kubelet.containers import ContainerRecord, CrashBackoff
 from dpsim.kubelet.probes import ProbeWorker
 from dpsim.kubelet.runtime import ContainerHandle, Exit
 from dpsim.kubelet.status import ConditionClock
+
+# What a sync step may raise that is no fault of the pod's: the API or the network failed, so
+# the sync is retried with back-off.
+TRANSIENT_ERRORS: Final = (ApiError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ class PodRecord:
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def kubelet_ref(self) -> str:
+        """How a kubelet names the pod in its messages (``format.Pod``): ``name_namespace(uid)``."""
+        return f"{self.name}_{self.namespace}({self.uid})"
 
     def record(self, name: str) -> ContainerRecord | None:
         return next((r for r in (*self.init, *self.app) if r.name == name), None)
