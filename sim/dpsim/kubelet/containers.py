@@ -14,9 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
-
-RestartPolicy = Literal["Always", "OnFailure", "Never"]
+from typing import Any, Final
 
 # Waiting reasons and terminated reasons a kubelet reports.
 CONTAINER_CREATING: Final = "ContainerCreating"
