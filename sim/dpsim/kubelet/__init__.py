@@ -8,8 +8,11 @@ node's kubelet endpoint. Modules, one job each:
 - ``main``: the command line (serve, and ``ctl``)
 - ``kubelet``: wires the parts together and runs them; what the state dir keeps
 - ``nodes``, ``leases``: Node registration/status and heartbeats
-- ``podsync``: the per-Pod sync loop (admission, restarts, status, termination, recovery)
+- ``podsync``: the per-Pod sync loop, which runs its steps in order:
+  ``admission``, the sandbox, ``lifecycle`` (containers, restarts) and ``probing``,
+  ``statussync``, ``termination``, and ``recovery`` after a restart (pure)
 - ``podrecord``: what the kubelet remembers per Pod; ``launcher``: starting one container
+- ``resources``: the GPUs and IPs pods hold, kept in step with ``allocations.json``
 - ``containers``, ``status``: a container's lifecycle and the Pod status a kubelet would write
 - ``images``, ``env``: what program a container runs and with which environment
 - ``devices``, ``ips``, ``allocations``: GPU and IP allocation and their persistence

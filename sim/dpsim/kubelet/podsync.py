@@ -62,6 +62,9 @@ from dpsim.kubelet.tokens import TokenManager
 
 
 class PodSyncer:
+    """The sync of every pod of this kubelet's nodes. It takes the kubelet's parts; each step
+    gets only those it uses."""
+
     def __init__(
         self,
         kube: Kube,
