@@ -54,17 +54,10 @@ class Lifecycle:
     async def run(self, rec: PodRecord, pod: RawObj, now: float) -> float | None:
         """Start what should run now; returns when to look again (a back-off ending), if ever."""
         spec = pod.get("spec") or {}
-        for r, c in zip(rec.init, spec.get("initContainers") or [], strict=False):
-            if r.succeeded:
-                continue
-            if r.running is None and not r.final:
-                wait = await self._start(rec, pod, r, c, now)
-                if wait is not None or r.running is None:
-                    return wait if wait is not None else 0.0
-            for a in rec.app:
-                if not a.ever_ran:
-                    a.set_waiting(ctr.POD_INITIALIZING)
-            return None
+        inits = zip(rec.init, spec.get("initContainers") or [], strict=False)
+        pending = next(((r, c) for r, c in inits if not r.succeeded), None)
+        if pending is not None:
+            return await self._run_init(rec, pod, *pending, now)
         waits = []
         for r, c in zip(rec.app, spec.get("containers") or [], strict=False):
             if r.running is None and not r.final:
@@ -72,6 +65,19 @@ class Lifecycle:
                 if wait is not None:
                     waits.append(wait)
         return min(waits) if waits else None
+
+    async def _run_init(
+        self, rec: PodRecord, pod: RawObj, r: ContainerRecord, c: Mapping[str, Any], now: float
+    ) -> float | None:
+        """The first init container not yet succeeded: started when due; the app containers wait."""
+        if r.running is None and not r.final:
+            wait = await self._start(rec, pod, r, c, now)
+            if wait is not None or r.running is None:
+                return wait if wait is not None else 0.0
+        for a in rec.app:
+            if not a.ever_ran:
+                a.set_waiting(ctr.POD_INITIALIZING)
+        return None
 
     async def _start(
         self, rec: PodRecord, pod: RawObj, r: ContainerRecord, c: Mapping[str, Any], now: float

@@ -155,8 +155,7 @@ class Terminator:
         if handles:
             await asyncio.gather(*(h.stop(0) for h in handles), return_exceptions=True)
         for rec in recs:
-            for worker in rec.probes.values():
-                worker.cancel()
+            _cancel_probes(rec)
             self._records.pop(rec.uid, None)
             self._tokens.forget(rec.uid)
         self._resources.release_node(node, [rec.uid for rec in recs])
