@@ -44,6 +44,11 @@ def now_rfc3339() -> str:
     return rfc3339(dt.datetime.now(dt.UTC))
 
 
+def restart_policy(spec: Mapping[str, Any]) -> str:
+    """The pod's ``restartPolicy``, the API's default when unset."""
+    return str(spec.get("restartPolicy") or "Always")
+
+
 def will_restart(policy: str, exit_code: int) -> bool:
     if policy == "Always":
         return True

@@ -28,10 +28,6 @@ def _stopping(rec: PodRecord, pod: RawObj) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp")) or rec.terminal is not None
 
 
-def _policy(pod: RawObj) -> str:
-    return str((pod.get("spec") or {}).get("restartPolicy") or "Always")
-
-
 class Lifecycle:
     def __init__(
         self,
@@ -113,7 +109,9 @@ class Lifecycle:
         self, rec: PodRecord, pod: RawObj, r: ContainerRecord, code: int, ran_for: float, now: float
     ) -> float | None:
         """Decide what follows an exit: nothing (final), or a restart after the returned delay."""
-        delay = r.after_exit(_policy(pod), _stopping(rec, pod), code, ran_for, now)
+        delay = r.after_exit(
+            ctr.restart_policy(pod.get("spec") or {}), _stopping(rec, pod), code, ran_for, now
+        )
         if delay and not r.init:
             self._events.emit(
                 pod,

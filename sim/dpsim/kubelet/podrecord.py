@@ -11,7 +11,7 @@ died with the previous kubelet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -84,6 +84,24 @@ class PodRecord:
 
     def record(self, name: str) -> ContainerRecord | None:
         return next((r for r in (*self.init, *self.app) if r.name == name), None)
+
+
+BackoffFactory = Callable[[], CrashBackoff]
+
+
+def container_records(
+    spec: Mapping[str, Any], backoff: BackoffFactory
+) -> tuple[list[ContainerRecord], list[ContainerRecord]]:
+    """Fresh records of the pod's init and app containers, in spec order."""
+    init = [
+        ContainerRecord(str(c["name"]), str(c.get("image", "")), backoff(), init=True)
+        for c in spec.get("initContainers") or []
+    ]
+    app = [
+        ContainerRecord(str(c["name"]), str(c.get("image", "")), backoff())
+        for c in spec.get("containers") or []
+    ]
+    return init, app
 
 
 def pod_dir_name(namespace: str, name: str, uid: str) -> str:

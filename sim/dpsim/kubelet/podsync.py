@@ -44,15 +44,9 @@ from dpsim.kubelet.devices import pod_gpu_request
 from dpsim.kubelet.events import EventSink
 from dpsim.kubelet.lifecycle import Lifecycle
 from dpsim.kubelet.nodes import NodeAgent
-from dpsim.kubelet.podrecord import TRANSIENT_ERRORS, PodRecord, SyncSettings, pod_dir_name
+from dpsim.kubelet.podrecord import TRANSIENT_ERRORS, PodRecord, SyncSettings, container_records, pod_dir_name
 from dpsim.kubelet.probing import Probing
-from dpsim.kubelet.recovery import (
-    claimed_ip,
-    container_records,
-    needs_recovery,
-    recover,
-    startup_claims,
-)
+from dpsim.kubelet.recovery import claimed_ip, needs_recovery, recover, startup_claims
 from dpsim.kubelet.resources import PodResources
 from dpsim.kubelet.runtime import ContainerRuntime
 from dpsim.kubelet.status import TERMINAL_PHASES, ConditionClock

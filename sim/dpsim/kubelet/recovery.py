@@ -20,7 +20,7 @@ What to log is returned as :class:`Report` values, so the rules can be tested as
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,7 +28,8 @@ from dpctl.kube import RawObj
 from dpsim.kubelet import containers as ctr
 from dpsim.kubelet.admission import REJECTED_PREFIX, UNEXPECTED_ADMISSION
 from dpsim.kubelet.allocations import PodAllocation
-from dpsim.kubelet.containers import ContainerRecord, CrashBackoff, Running, Termination
+from dpsim.kubelet.containers import ContainerRecord, Running, Termination
+from dpsim.kubelet.podrecord import BackoffFactory, container_records
 from dpsim.kubelet.status import FAILED, TERMINAL_PHASES
 
 RESTARTED_MESSAGE: Final = "The container's process ended with a previous simulated kubelet"
@@ -114,24 +115,6 @@ class Recovered:
     reports: tuple[Report, ...]
 
 
-BackoffFactory = Callable[[], CrashBackoff]
-
-
-def container_records(
-    spec: Mapping[str, Any], backoff: BackoffFactory
-) -> tuple[list[ContainerRecord], list[ContainerRecord]]:
-    """Fresh records of the pod's init and app containers, in spec order."""
-    init = [
-        ContainerRecord(str(c["name"]), str(c.get("image", "")), backoff(), init=True)
-        for c in spec.get("initContainers") or []
-    ]
-    app = [
-        ContainerRecord(str(c["name"]), str(c.get("image", "")), backoff())
-        for c in spec.get("containers") or []
-    ]
-    return init, app
-
-
 def recover(
     pod: RawObj,
     alloc: PodAllocation | None,
@@ -166,7 +149,7 @@ def recover(
         str(s.get("name")): s
         for s in (*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or []))
     }
-    policy = str(spec.get("restartPolicy") or "Always")
+    policy = ctr.restart_policy(spec)
     stopping = bool(pod["metadata"].get("deletionTimestamp")) or terminal is not None
     for r in (*init, *app):
         _recover_container(r, by_name.get(r.name), policy, stopping, now, stamp)

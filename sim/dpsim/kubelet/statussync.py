@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from dpctl.kube import PODS, ApiError, Kube, RawObj
-from dpsim.kubelet.containers import now_rfc3339
+from dpsim.kubelet.containers import now_rfc3339, restart_policy
 from dpsim.kubelet.podrecord import PodRecord
 from dpsim.kubelet.status import (
     PodStatusInput,
@@ -27,8 +27,7 @@ STATUS_LAG_S: Final = 2.0
 
 def phase(rec: PodRecord, pod: RawObj, terminating: bool = False) -> str:
     """The pod's phase: terminal once it was, else by the kubelet's rules over its containers."""
-    policy = str((pod.get("spec") or {}).get("restartPolicy") or "Always")
-    return rec.terminal or pod_phase(policy, rec.init, rec.app, terminating)
+    return rec.terminal or pod_phase(restart_policy(pod.get("spec") or {}), rec.init, rec.app, terminating)
 
 
 class StatusWriter:
