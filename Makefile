@@ -22,14 +22,16 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(DPCTL): pyproject.toml
+# dpctl and the simulator (sim/, distribution dpctl-sim) in one pip command, so that
+# dpctl-sim's `dpctl` requirement is this checkout (PyPI's project called dpctl is unrelated).
+$(DPCTL): pyproject.toml sim/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
 	@touch $(DPCTL)
 
 .PHONY: dev
-dev: $(DPCTL) ## create .venv with dpctl (editable) and the dev tools
+dev: $(DPCTL) ## create .venv with dpctl and the simulator dpctl-sim (both editable) and the dev tools
 
 .PHONY: bins
 bins: ## build kube-apiserver, kcm, scheduler, kubectl, etcd, helm into ~/.cache/dpctl (no-op when built)
@@ -49,9 +51,9 @@ run: cluster-up ## local cluster + the controller installed by the chart + gpu-m
 
 .PHONY: lint
 lint: dev ## ruff, mypy --strict, import contracts (pyproject's [tool.importlinter]), helm lint
-	$(BIN)/ruff check dpctl test hack bench
-	$(BIN)/ruff format --check dpctl test hack bench
-	$(BIN)/mypy dpctl
+	$(BIN)/ruff check dpctl sim test hack bench
+	$(BIN)/ruff format --check dpctl sim test hack bench
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 	hack/helm.sh lint deploy/helm/dpctlr
 

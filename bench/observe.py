@@ -33,7 +33,7 @@ from bench.workload import BENCH_LABEL, BENCH_VALUE, SET_LABEL
 from dpctl import api
 from dpctl.informer import Informer, kube_lister
 from dpctl.kube import PODS, Kube, RawObj
-from dpctl.localcluster.procs import _preexec
+from dpsim.localcluster.procs import _preexec
 
 
 def _ready(pod: Mapping[str, Any]) -> bool:

@@ -53,10 +53,10 @@ from bench import report
 from bench.observe import ControllerProcess, PodTracker
 from bench.workload import MODELS, Timing, filler_pod, gpu_map, replica_set, set_name
 from dpctl.kube import CONFIGMAPS, NAMESPACES, PODS, REPLICASETS, SERVICEACCOUNTS, ApiError, Kube
-from dpctl.localcluster.bins import BinsError, resolve_bins
-from dpctl.localcluster.cluster import LocalCluster
-from dpctl.localcluster.controlplane import CONTROLLER_MANAGER, SCHEDULER, ControlPlaneSettings, Layout
-from dpctl.localcluster.kubelet import ctl
+from dpsim.kubelet import ctl
+from dpsim.localcluster.bins import BinsError, resolve_bins
+from dpsim.localcluster.cluster import LocalCluster
+from dpsim.localcluster.controlplane import CONTROLLER_MANAGER, SCHEDULER, ControlPlaneSettings, Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"

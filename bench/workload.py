@@ -23,7 +23,7 @@ from typing import Any, Final
 import yaml
 
 from dpctl import api
-from dpctl.emulator.gputable import load_gpu_table
+from dpsim.emulator.gputable import load_gpu_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 from e2e.recipe import ServerPatch, mkrs  # the recipe's objects live with the tests

@@ -3,6 +3,14 @@
 A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported only when their subcommand runs, so `dpctl requester` never pays for the controller's
 imports and a broken optional dependency cannot break unrelated subcommands.
+
+Other installed distributions add subcommands through the entry-point group
+:data:`ENTRY_POINT_GROUP`: each entry point is named as its subcommand and loads to a
+:class:`Command`. That is how the simulator (``dpctl-sim``, in ``sim/``) adds `local-cluster`,
+`sim-kubelet`, `sim-nvidia-smi` and `vllm-emulator` in a dev install, while the wheel and the
+images, which lack it, simply do not list them. A built-in name is never replaced. Entry points
+are read only when the command line names no built-in subcommand (help, or an added one), so
+`dpctl requester` in every simulated container does not scan the installed distributions.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Protocol, cast
+from importlib.metadata import entry_points
+from typing import Final, NamedTuple, Protocol, cast
 
 from dpctl import __version__
 
@@ -21,22 +30,40 @@ class Subcommand(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-# name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "controller": ("dpctl.dualpods.main", "run the dual-pods controller"),
-    "requester": ("dpctl.stub.main", "run the requester stub (the server-requesting Pod's container)"),
-    "vllm-emulator": ("dpctl.emulator.main", "stand in for `vllm serve` where no GPU exists"),
-    "render-runner": ("dpctl.podbuild.render_cmd", "print the runner Pod the controller would create"),
-    "status": ("dpctl.status.cmd", "show GPUs, requesters, runners and sleepers of a namespace"),
-    "local-cluster": ("dpctl.localcluster.main", "bring the embedded local cluster up or down"),
-    "sim-kubelet": ("dpctl.localcluster.kubelet.main", "the simulated kubelet of the local cluster"),
-    "sim-nvidia-smi": ("dpctl.localcluster.nvidiasmi", "nvidia-smi as seen in a simulated container"),
+class Command(NamedTuple):
+    """Where a subcommand lives and its line in ``dpctl --help``."""
+
+    module: str
+    help: str
+
+
+ENTRY_POINT_GROUP: Final = "dpctl.subcommands"
+
+SUBCOMMANDS: Final[dict[str, Command]] = {
+    "controller": Command("dpctl.dualpods.main", "run the dual-pods controller"),
+    "requester": Command("dpctl.stub.main", "run the requester stub (the server-requesting Pod's container)"),
+    "render-runner": Command("dpctl.podbuild.render_cmd", "print the runner Pod the controller would create"),
+    "status": Command("dpctl.status.cmd", "show GPUs, requesters, runners and sleepers of a namespace"),
 }
 
 
-def _load(name: str) -> Subcommand:
-    module, _ = SUBCOMMANDS[name]
-    return cast(Subcommand, importlib.import_module(module))
+def added_subcommands() -> dict[str, Command]:
+    """The subcommands other installed distributions add (see the module docstring)."""
+    added: dict[str, Command] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in SUBCOMMANDS:
+            continue
+        command = ep.load()
+        if not isinstance(command, Command):
+            raise TypeError(
+                f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) is not a dpctl.cli.Command"
+            )
+        added[ep.name] = command
+    return added
+
+
+def _load(command: Command) -> Subcommand:
+    return cast(Subcommand, importlib.import_module(command.module))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Only the chosen subcommand's module is imported; the others just get their help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (_, help_) in SUBCOMMANDS.items():
-        parser = sub.add_parser(name, help=help_)
+    table = SUBCOMMANDS if chosen in SUBCOMMANDS else {**SUBCOMMANDS, **added_subcommands()}
+    for name, command in table.items():
+        parser = sub.add_parser(name, help=command.help)
         if name == chosen:
-            _load(name).add_arguments(parser)
+            _load(command).add_arguments(parser)
     args = top.parse_args(argv)
-    return _load(args.command).run(args)
+    return _load(table[args.command]).run(args)

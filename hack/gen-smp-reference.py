@@ -60,7 +60,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dpctl.localcluster.kubehttp import KubeHTTP, request  # noqa: E402
+from dpsim.localcluster.kubehttp import KubeHTTP, request  # noqa: E402
 
 OUT = REPO / "test/unit/podbuild/smp_reference.json"
 SMP = "application/strategic-merge-patch+json"

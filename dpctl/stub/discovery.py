@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, Final, Protocol, TypeVar
 
-from dpctl.emulator.simenv import NODE_ENV, NVIDIA_VISIBLE_DEVICES_ENV, is_gpu_uuid, parse_visible_devices
+from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV, SIM_NODE_ENV, is_gpu_uuid, parse_visible_devices
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class FirstSuccess:
 
 def default_discovery(env: Mapping[str, str] = os.environ) -> FirstSuccess:
     sources: list[tuple[str, GpuDiscovery]] = []
-    if not env.get(NODE_ENV):
+    if not env.get(SIM_NODE_ENV):
         sources.append(("NVML", NvmlDiscovery()))
     sources.append(("nvidia-smi", NvidiaSmiDiscovery(env)))
     sources.append((NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env)))

@@ -33,9 +33,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dpctl.localcluster import kubehttp
-from dpctl.localcluster.bins import Bins, BinsError, resolve_bins
-from dpctl.localcluster.cluster import (
+from dpsim.localcluster import kubehttp
+from dpsim.localcluster.bins import Bins, BinsError, resolve_bins
+from dpsim.localcluster.cluster import (
     DEFAULT_GPU_PRODUCT,
     LocalCluster,
     is_local_kubeconfig,

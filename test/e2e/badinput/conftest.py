@@ -23,9 +23,9 @@ import pytest
 
 from dpctl import api
 from dpctl.dualpods import podview
-from dpctl.emulator.gputable import load_gpu_table
-from dpctl.emulator.ledger import Ledger
-from dpctl.emulator.simenv import ledger_path
+from dpsim.emulator.gputable import load_gpu_table
+from dpsim.emulator.ledger import Ledger
+from dpsim.simenv import ledger_path
 from e2e.dualpods.conftest import DPCTL, ControllerProcess, _release_finalizers
 from e2e.recipe import Kubectl, ServerPatch, mkrs
 from helpers import wait_for

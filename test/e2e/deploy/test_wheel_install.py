@@ -1,7 +1,8 @@
 """The container images' install steps, without a container engine: build the dpctl wheel as the
 Containerfile's builder stage does, install it with the ``nvml`` extra into a fresh virtualenv
 (dependencies from the package index) as its runtime stage does, and run both entrypoints from
-there. Also checks what the Containerfile declares: non-root user, entrypoints, ports.
+there. Also checks what the Containerfile declares: non-root user, entrypoints, ports; and that
+the wheel carries none of the simulator (``sim/``, its own distribution).
 
 Slow-ish (a wheel build and a dependency install), hence here rather than in the unit tests.
 """
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @dataclass(frozen=True)
 class Installed:
+    wheel: Path
     venv: Path
     workdir: Path  # outside the checkout, so nothing can import dpctl from the source tree
 
@@ -83,7 +86,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         "installing the wheel",
         cwd=workdir,
     )
-    yield Installed(venv, workdir)
+    yield Installed(wheel, venv, workdir)
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installed) -> None:
@@ -99,6 +102,16 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Installe
     location = Path(result.stdout.strip()).resolve()
     assert installed.venv.resolve() in location.parents, location
     assert REPO not in location.parents
+
+
+def test_the_wheel_and_its_install_carry_no_simulator(installed: Installed) -> None:
+    files = zipfile.ZipFile(installed.wheel).namelist()
+    assert [f for f in files if not f.startswith(("dpctl/", "dpctl-0.1.0.dist-info/"))] == []
+    assert [f for f in files if f.startswith(("dpctl/localcluster/", "dpctl/emulator/"))] == []
+    result = installed.run("--help")
+    assert result.returncode == 0, result.stderr
+    for simulated in ("local-cluster", "sim-kubelet", "sim-nvidia-smi", "vllm-emulator"):
+        assert simulated not in result.stdout
 
 
 def _free_port() -> int:

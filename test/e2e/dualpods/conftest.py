@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import pytest
 
 from dpctl import api
-from dpctl.emulator.gputable import load_gpu_table
-from dpctl.emulator.ledger import Ledger
-from dpctl.emulator.simenv import ledger_path
+from dpsim.emulator.gputable import load_gpu_table
+from dpsim.emulator.ledger import Ledger
+from dpsim.simenv import ledger_path
 from e2e.recipe import Kubectl
 
 DPCTL = Path(sys.executable).with_name("dpctl")

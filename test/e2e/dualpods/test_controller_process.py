@@ -15,8 +15,8 @@ import yaml
 
 from dpctl import api
 from dpctl.api import LogMsg
-from dpctl.localcluster import kubehttp
 from dpctl.podbuild.smp import strategic_merge_patch
+from dpsim.localcluster import kubehttp
 from e2e.recipe import (
     Kubectl,
     ServerPatch,

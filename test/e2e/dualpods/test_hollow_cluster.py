@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from dpctl.localcluster.bins import Bins
-from dpctl.localcluster.cluster import LocalCluster
-from dpctl.localcluster.kubelet import ctl
+from dpsim.kubelet import ctl
+from dpsim.localcluster.bins import Bins
+from dpsim.localcluster.cluster import LocalCluster
 from e2e.conftest import ClusterHandle
 
 from .test_controller_process import test_example_1_cycle_and_example_7_sleep_and_wake as example_1

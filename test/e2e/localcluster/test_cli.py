@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dpctl.localcluster.bins import ENV_BINS, Bins
-from dpctl.localcluster.cluster import kubelet_available
-from dpctl.localcluster.procs import proc_start_ticks, read_pid, read_pids
+from dpsim.localcluster.bins import ENV_BINS, Bins
+from dpsim.localcluster.cluster import kubelet_available
+from dpsim.localcluster.procs import proc_start_ticks, read_pid, read_pids
 from helpers import wait_for
 
 pytestmark = pytest.mark.e2e

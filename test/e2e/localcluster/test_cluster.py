@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpctl.localcluster.cluster import GPU_RESOURCE, NODE_VIEWER_CLUSTER_ROLE
+from dpsim.localcluster.cluster import GPU_RESOURCE, NODE_VIEWER_CLUSTER_ROLE
 from e2e.conftest import ClusterHandle
 from helpers import wait_for
 

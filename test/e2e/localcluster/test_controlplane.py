@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dpctl.localcluster import kubehttp
-from dpctl.localcluster.bins import Bins, read_versions
-from dpctl.localcluster.controlplane import COMPONENTS, ControlPlane, Ports
-from dpctl.localcluster.procs import proc_start_ticks
+from dpsim.localcluster import kubehttp
+from dpsim.localcluster.bins import Bins, read_versions
+from dpsim.localcluster.controlplane import COMPONENTS, ControlPlane, Ports
+from dpsim.localcluster.procs import proc_start_ticks
 from helpers import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import yaml
 
-from dpctl.localcluster.kubelet import ctl
+from dpsim.kubelet import ctl
 from e2e.conftest import ClusterHandle
 from e2e.recipe import Kubectl, ServerPatch
 from helpers import wait_for

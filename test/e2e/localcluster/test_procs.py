@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dpctl.localcluster import procs
+from dpsim.localcluster import procs
 from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,7 +27,7 @@ def gone(pid: int) -> bool:
 
 def test_child_dies_when_its_parent_is_sigkilled(tmp_path: Path) -> None:
     code = (
-        "from pathlib import Path; from dpctl.localcluster.procs import Child\n"
+        "from pathlib import Path; from dpsim.localcluster.procs import Child\n"
         f"c = Child('sleeper', ['sleep', '600'], log_path=Path({str(tmp_path)!r}) / 'l', "
         f"pid_dir=Path({str(tmp_path)!r}) / 'pids')\n"
         "print(c.pid, flush=True)\n"

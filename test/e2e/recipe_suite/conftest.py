@@ -42,9 +42,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dpctl import api
-from dpctl.emulator.ledger import Ledger
-from dpctl.emulator.simenv import ledger_path
-from dpctl.localcluster.kubelet.ctl import node_action
+from dpsim.emulator.ledger import Ledger
+from dpsim.kubelet.ctl import node_action
+from dpsim.simenv import ledger_path
 from e2e.dualpods.conftest import dump, kubectl, release_finalizers
 from e2e.recipe import (
     LOCAL_CLAIM_PREFIX,

@@ -23,8 +23,8 @@ import pytest
 
 from dpctl import api
 from dpctl.dualpods import podview
-from dpctl.emulator.gputable import load_gpu_table
-from dpctl.localcluster.kubelet.podrecord import pod_dir_name
+from dpsim.emulator.gputable import load_gpu_table
+from dpsim.kubelet.podrecord import pod_dir_name
 from e2e.deploy.test_chart_install import (
     CHART,
     IMAGE,

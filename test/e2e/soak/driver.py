@@ -38,10 +38,10 @@ from typing import Any
 
 from dpctl import api
 from dpctl.dualpods import podview
-from dpctl.emulator.simenv import POD_UID_ENV, STATE_DIR_ENV
 from dpctl.faults import CONTROL_PATH, ENABLE_ENV, RULES_ENV
-from dpctl.localcluster.controlplane import ControlPlane
-from dpctl.localcluster.kubelet.ctl import node_action
+from dpsim.kubelet.ctl import node_action
+from dpsim.localcluster.controlplane import ControlPlane
+from dpsim.simenv import POD_UID_ENV, STATE_DIR_ENV
 from e2e.dualpods.conftest import ControllerProcess
 from e2e.recipe import Kubectl, ServerPatch, mkrs
 

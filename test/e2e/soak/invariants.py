@@ -25,7 +25,7 @@ from typing import Any
 
 from dpctl import api
 from dpctl.dualpods import podview
-from dpctl.emulator.ledger import Action, Ledger, Violation
+from dpsim.emulator.ledger import Action, Ledger, Violation
 from e2e.recipe import Kubectl
 
 from .driver import http
