@@ -3,7 +3,7 @@
 Modules, each owning one job:
 
 * :mod:`~dpctl.kube.transport`: the connection (credentials, TLS, proxy, session); the only
-  module that imports kubernetes-asyncio.
+  module that uses kubernetes-asyncio's client and config loaders.
 * :mod:`~dpctl.kube.request`: what a call sends (resource paths, queries, DeleteOptions, patch
   content types) and how a watch line reads; pure.
 * :mod:`~dpctl.kube.errors`: :class:`ApiError` and the one :func:`is_transient`.

@@ -1,4 +1,4 @@
-"""The connection to one API server: the only module that touches kubernetes-asyncio.
+"""The connection to one API server: the only module that uses kubernetes-asyncio's client.
 
 kubernetes-asyncio gives us kubeconfig and in-cluster loading, TLS (CA, client certificates,
 ``tls-server-name``), bearer tokens and the in-cluster token's refresh; its generated model
@@ -8,6 +8,9 @@ uses only its connection handling: credentials as ``ApiClient.call_api`` applies
 the body already JSON and nothing decoded. That reaches into internals pinned to one version
 (kubernetes-asyncio 36.1); the contract test in test/e2e/kube/ holds this seam against a real
 API server, so an upgrade that moves them fails there rather than in every call.
+
+(Elsewhere only :mod:`dpctl.podbuild.validate` imports kubernetes-asyncio, to read its generated
+models as a schema of the Pod; it sends nothing.)
 
 Owns: credential loading (the given kubeconfig, else in-cluster, else ``$KUBECONFIG`` or the
 default), the HTTP session and its pool, the User-Agent, and the proxy. kubernetes-asyncio's
