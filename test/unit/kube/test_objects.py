@@ -49,5 +49,6 @@ def test_missing_or_malformed_metadata_reads_as_empty(obj: dict[str, Any]) -> No
     assert objects.name(obj) == objects.namespace(obj) == objects.uid(obj) == ""
     assert objects.resource_version(obj) == objects.deletion_timestamp(obj) == ""
     assert objects.labels(obj) == objects.annotations(obj) == {}
-    assert objects.finalizers(obj) == objects.owner_references(obj) == []
+    assert objects.finalizers(obj) == []
+    assert objects.owner_references(obj) == []
     assert not objects.is_deleting(obj)

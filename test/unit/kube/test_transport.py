@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dpctl.kube import Kube, env_proxy
-from dpctl.kube.transport import in_cluster, kubeconfig_contexts
+from dpctl.kube.transport import Transport, in_cluster, kubeconfig_contexts
+from dpctl.localcluster.pki import new_ca
 
 from .conftest import kubeconfig
 
@@ -72,3 +73,19 @@ def test_kubeconfig_contexts_are_read_as_connect_reads_them(tmp_path: Path) -> N
     assert current == contexts[0]
     with pytest.raises(Exception, match="current-context"):  # statuscmd falls back to "default"
         kubeconfig_contexts(str(tmp_path / "missing"))
+
+
+async def test_in_cluster_connect_reads_the_mounted_service_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("pod-token")
+    (tmp_path / "ca.crt").write_bytes(new_ca().cert_pem())  # any CA: nothing is sent
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    transport = await Transport.connect(service_account=tmp_path)
+    try:
+        assert transport.host == "https://10.0.0.1:443"
+        assert transport.rest_client.proxy is None
+    finally:
+        await transport.close()
