@@ -17,12 +17,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
 from aiohttp import web
-from kubernetes_asyncio import client
 
 from dpctl.informer import Informer, kube_lister
 from dpctl.kube import PODS, Kube
@@ -140,10 +141,24 @@ INDEXERS = {
 }
 
 
+async def connect(port: int) -> Kube:
+    """A client of the loopback server, connected as the controller connects (Kube.connect)."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "bench", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "bench", "user": {}}],
+        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
+        "current-context": "bench",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kubeconfig"
+        path.write_text(json.dumps(doc))  # JSON is YAML
+        return await Kube.connect(str(path))
+
+
 async def measure(port: int) -> dict[str, float]:
-    cfg = client.Configuration()
-    cfg.host = f"http://127.0.0.1:{port}"
-    kube = Kube(client.ApiClient(configuration=cfg))
+    kube = await connect(port)
     queue: RateLimitingQueue[str] = RateLimitingQueue("bench")
     informer = Informer("pods", kube_lister(kube, PODS, NAMESPACE), indexers=INDEXERS)
     informer.add_handlers(on_add=lambda obj: queue.add(obj["metadata"]["uid"]))

@@ -3,14 +3,18 @@
 ``wait_for`` (sync) and ``async_wait_for`` (async) poll a predicate until it returns something
 truthy, which they return, or fail with a message naming what was awaited, for how long, and the
 last value or exception the predicate produced, which is usually the answer to "why".
+
+``write_kubeconfig`` writes a one-context kubeconfig, for tests of how credentials are loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -96,3 +100,18 @@ async def async_wait_for(
             raise WaitTimeoutError(_describe(what, timeout, polls, last, error)) from error
         await asyncio.sleep(min(delay, left))
         delay = min(delay * 1.5, max_interval)
+
+
+def write_kubeconfig(path: Path, cluster: Mapping[str, object], user: Mapping[str, object]) -> Path:
+    """A kubeconfig at ``path`` whose one context joins ``cluster`` and ``user`` (their kubeconfig
+    sections: ``server``, ``proxy-url``, ``token``, ...)."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": dict(cluster)}],
+        "users": [{"name": "u", "user": dict(user)}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path

@@ -8,9 +8,9 @@ from dpctl.informer.backoff import Backoff
 from dpctl.informer.informer import Informer, Transform
 from dpctl.informer.listwatch import ListerWatcher, kube_lister
 from dpctl.informer.metrics import InformerMetrics, NoopInformerMetrics
-from dpctl.informer.objects import meta_namespace_key, resource_version
 from dpctl.informer.store import Changes, IndexFunc, Store
 from dpctl.kube import RawObj
+from dpctl.kube.objects import meta_namespace_key, resource_version
 
 __all__ = [
     "Backoff",

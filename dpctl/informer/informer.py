@@ -42,9 +42,9 @@ from typing import Any
 from dpctl.informer.backoff import Backoff
 from dpctl.informer.listwatch import ListerWatcher
 from dpctl.informer.metrics import InformerMetrics, NoopInformerMetrics
-from dpctl.informer.objects import meta_namespace_key, resource_version
 from dpctl.informer.store import Changes, IndexFunc, Store
 from dpctl.kube import ApiError, RawObj
+from dpctl.kube.objects import meta_namespace_key, resource_version
 
 # A watch that ends sooner than this having delivered no event is a failure, not a timeout.
 MIN_HEALTHY_WATCH_S = 1.0

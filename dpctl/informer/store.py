@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dpctl.informer.objects import meta_namespace_key, resource_version
 from dpctl.kube import RawObj
+from dpctl.kube.objects import meta_namespace_key, resource_version
 
 IndexFunc = Callable[[RawObj], Iterable[str]]
 

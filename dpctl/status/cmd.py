@@ -29,14 +29,14 @@ from pathlib import Path
 
 import aiohttp
 import yaml
-from kubernetes_asyncio import config
 
 from dpctl import api
 from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube, RawObj
+from dpctl.kube.transport import SERVICE_ACCOUNT_DIR, in_cluster, kubeconfig_contexts
 from dpctl.status import fleet
 
 # Where a Pod's service account tells its namespace; kubectl reads the same file in-cluster.
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SERVICE_ACCOUNT_NAMESPACE = SERVICE_ACCOUNT_DIR / "namespace"
 
 # kubectl's tabwriter: cells padded by 3 spaces, columns at least 6 wide.
 _PADDING = 3
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def default_namespace(kubeconfig: str | None, context: str | None) -> str:
     """kubectl's rule: the context's namespace, in-cluster the Pod's own, else ``default``."""
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG"):
+    if in_cluster(kubeconfig):
         # Kube.connect picks in-cluster credentials in exactly this case; client-go then looks at
         # $POD_NAMESPACE (the chart sets it from the downward API) before the token's namespace.
         if os.environ.get("POD_NAMESPACE"):
@@ -88,7 +88,7 @@ def default_namespace(kubeconfig: str | None, context: str | None) -> str:
         except OSError:
             return "default"
     try:
-        contexts, current = config.list_kube_config_contexts(kubeconfig)
+        contexts, current = kubeconfig_contexts(kubeconfig)
     except Exception:  # no or bad kubeconfig: connecting will say what is wrong with it
         return "default"
     chosen = next((c for c in contexts if c.get("name") == context), None) if context else current

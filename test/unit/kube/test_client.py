@@ -1,77 +1,13 @@
-"""Kube.connect: the proxy is decided once, and requests do not consult the environment."""
+"""Kube's verbs over a transport: paging, and what a call puts on the wire (credentials, query,
+content type, JSON body, User-Agent) and how a refusal comes back."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import yaml
+from dpctl.kube import Kube
 
-from dpctl.kube import Kube, env_proxy
-
-
-def kubeconfig(tmp_path: Path, server: str = "https://10.1.2.3:6443", proxy: str | None = None) -> Path:
-    cluster: dict[str, object] = {"server": server, "insecure-skip-tls-verify": True}
-    if proxy:
-        cluster["proxy-url"] = proxy
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-
-
-async def test_requests_do_not_look_at_the_environment(tmp_path: Path) -> None:
-    kube = await Kube.connect(str(kubeconfig(tmp_path)))
-    try:
-        session = kube._api.rest_client.pool_manager
-        assert not session.trust_env and not session.closed
-        assert kube._api.rest_client.proxy is None
-    finally:
-        await kube.close()
-    assert session.closed
-
-
-async def test_the_environment_proxy_is_taken_once_at_connect(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    kube = await Kube.connect(str(kubeconfig(tmp_path)))
-    try:
-        assert kube._api.rest_client.proxy == "http://proxy.example:3128"
-    finally:
-        await kube.close()
-
-
-async def test_a_kubeconfig_proxy_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    kube = await Kube.connect(str(kubeconfig(tmp_path, proxy="http://mine.example:8080")))
-    try:
-        assert kube._api.rest_client.proxy == "http://mine.example:8080"
-    finally:
-        await kube.close()
-
-
-def test_no_proxy_exempts_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    monkeypatch.setenv("NO_PROXY", "10.1.2.3,.cluster.local")
-    assert env_proxy("https://10.1.2.3:6443") is None
-    assert env_proxy("https://api.cluster.local:6443") is None
-    assert env_proxy("https://api.example.com") == "http://proxy.example:3128"
-    assert env_proxy("http://plain.example") is None  # only HTTPS_PROXY is set
+from .conftest import kubeconfig
 
 
 class Paged(Kube):

@@ -1,0 +1,87 @@
+"""What a failed API call means: :class:`ApiError` and the one :func:`is_transient`.
+
+Owns turning an API server's answer (its ``Status`` body, or a watch's ``ERROR`` event) into an
+exception whose properties name the cases callers branch on, and the single rule for which
+failures are worth sending again unchanged. Knows nothing about how calls are sent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+
+class ApiError(Exception):
+    """A failed API call, with the server's Status reason and message when it sent one."""
+
+    def __init__(self, status: int, reason: str, message: str, verb: str = "", path: str = "") -> None:
+        super().__init__(f"{verb} {path}: {status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """A write lost a race: resourceVersion or UID precondition, or the name already exists."""
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        """The requested resourceVersion is too old (watch or list): relist."""
+        return self.status == 410
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def invalid(self) -> bool:
+        return self.status == 422
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status == 403
+
+    @property
+    def refused(self) -> bool:
+        """The API server (422 Invalid) or an admission policy or RBAC (403 Forbidden) will not take
+        the request as written: sending it again cannot help, only a change to what is sent."""
+        return self.status in (403, 422)
+
+    @property
+    def detail(self) -> str:
+        """The server's message without its leading ``<kind> "<name>" is invalid:`` (or
+        ``... is forbidden:``), for a sentence that names the object itself."""
+        for marker in (" is invalid: ", " is forbidden: "):
+            head, found, tail = self.message.partition(marker)
+            if found and '"' in head:
+                return tail
+        return self.message
+
+    @classmethod
+    def from_body(cls, status: int, body: bytes, verb: str, path: str) -> ApiError:
+        reason, message = "", body.decode("utf-8", "replace")[:2000]
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            reason = str(doc.get("reason", ""))
+            message = str(doc.get("message", message))
+        return cls(status, reason, message, verb, path)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed API call may succeed if sent again unchanged, after a backoff: the one
+    definition every caller uses. Transient: no answer (connection refused or reset, timeout),
+    the server restarting or overloaded (5xx, 429), and a race with another writer or with the
+    cache's view (409 Conflict, 404 Not Found: the next event shows what changed). Everything
+    else (400, 401, 403, 422, ...) needs a change to the request or to the cluster."""
+    if isinstance(error, ApiError):
+        return error.status in (404, 409, 429) or error.status >= 500
+    return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)
