@@ -147,7 +147,7 @@ class RecentWrites:
             self._bound[bound[0]] = uid
         meta = podview.meta(written)
         if (
-            podview.deleting(written)
+            podview.is_deleting(written)
             and meta.get("deletionGracePeriodSeconds") == 0
             and not podview.finalizers(written)
         ):

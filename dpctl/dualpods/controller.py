@@ -165,14 +165,14 @@ class Controller:
         if old_bound is not None and old_bound != new_bound:
             self.queue.add(ServerKey(old_bound[0]))
         if podview.is_runner(new) and (
-            (old_bound and not new_bound) or (podview.deleting(new) and not podview.deleting(old))
+            (old_bound and not new_bound) or (podview.is_deleting(new) and not podview.is_deleting(old))
         ):
             self._gpus_may_be_free(new)
 
     def _stamp(self, old: RawObj | None, new: RawObj) -> None:
         """Note the arrival of what enables a step: a requester's container now running and not
         yet served (create or wake), a bound runner now Ready (relay)."""
-        if podview.deleting(new):
+        if podview.is_deleting(new):
             return
         if podview.is_requester(new):
             started = podview.container_running(new) and not (old and podview.container_running(old))
@@ -201,7 +201,7 @@ class Controller:
 
     def _node_updated(self, old: RawObj, new: RawObj) -> None:
         if podview.node_unschedulable(old) != podview.node_unschedulable(new) or (
-            podview.deleting(new) != podview.deleting(old)
+            podview.is_deleting(new) != podview.is_deleting(old)
         ):
             self._node_changed(new)
 

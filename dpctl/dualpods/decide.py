@@ -62,11 +62,11 @@ def decide(requester: RawObj | None, runner: RawObj | None, node: RawObj | None)
     """``node`` is the requester's Node as cached (None when unscheduled or unknown)."""
     if requester is None and runner is None:
         return Forget()
-    if runner is not None and podview.deleting(runner):
+    if runner is not None and podview.is_deleting(runner):
         return ReflectRunnerDeletion(requester, runner)
-    if requester is None or podview.deleting(requester):
+    if requester is None or podview.is_deleting(requester):
         return Release(requester, runner)
-    if node is None or podview.deleting(node):
+    if node is None or podview.is_deleting(node):
         return AwaitNode()
     if runner is not None:
         return ServeBound(requester, runner)
@@ -83,4 +83,4 @@ def the_runner(bound: Sequence[RawObj]) -> tuple[RawObj | None, list[RawObj]]:
     )
     if not runners:
         return None, []
-    return runners[0], [r for r in runners[1:] if not podview.deleting(r)]
+    return runners[0], [r for r in runners[1:] if not podview.is_deleting(r)]

@@ -3,51 +3,23 @@
 Everything here is a pure function of one object: is it a requester or a runner, whom is a
 runner bound to, which GPUs and port does it use, is its inference-server container running or
 ready. Keeping these in one place means the reconcile flow reads like the contract rather than
-like dict plumbing. Nothing here mutates its input.
+like dict plumbing. Nothing here mutates its input. Metadata accessors are
+:mod:`dpctl.kube.objects`' (re-exported here so a reader of the controller finds one vocabulary).
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 from dpctl import api
-
-RawObj = Mapping[str, Any]
-
-
-def meta(obj: RawObj) -> Mapping[str, Any]:
-    m = obj.get("metadata")
-    return m if isinstance(m, Mapping) else {}
-
-
-def name(obj: RawObj) -> str:
-    return str(meta(obj).get("name", ""))
-
-
-def uid(obj: RawObj) -> str:
-    return str(meta(obj).get("uid", ""))
-
-
-def resource_version(obj: RawObj) -> str:
-    return str(meta(obj).get("resourceVersion") or "")
-
-
-def annotations(obj: RawObj) -> Mapping[str, str]:
-    a = meta(obj).get("annotations")
-    return a if isinstance(a, Mapping) else {}
-
-
-def labels(obj: RawObj) -> Mapping[str, str]:
-    a = meta(obj).get("labels")
-    return a if isinstance(a, Mapping) else {}
-
-
-def finalizers(obj: RawObj) -> list[str]:
-    f = meta(obj).get("finalizers")
-    return [str(x) for x in f] if isinstance(f, list) else []
-
-
-def deleting(obj: RawObj) -> bool:
-    return bool(meta(obj).get("deletionTimestamp"))
+from dpctl.kube.objects import RawObj as RawObj
+from dpctl.kube.objects import annotations as annotations
+from dpctl.kube.objects import finalizers as finalizers
+from dpctl.kube.objects import is_deleting as is_deleting
+from dpctl.kube.objects import labels as labels
+from dpctl.kube.objects import meta as meta
+from dpctl.kube.objects import name as name
+from dpctl.kube.objects import resource_version as resource_version
+from dpctl.kube.objects import uid as uid
 
 
 def is_requester(pod: RawObj) -> bool:

@@ -15,7 +15,7 @@ from dpctl.dualpods.podview import RawObj
 
 
 def is_sleeper(runner: RawObj) -> bool:
-    return podview.bound_requester(runner) is None and not podview.deleting(runner)
+    return podview.bound_requester(runner) is None and not podview.is_deleting(runner)
 
 
 def victims(runners_on_gpu: Iterable[RawObj], limit: int) -> list[RawObj]:

@@ -235,7 +235,7 @@ def _node_errors(node_objs: Mapping[str, RawObj] | None, per_node: Mapping[str, 
         errors.append(Problem(object="nodes", message="cannot list Nodes: readiness and cordons not shown"))
     for node_name, slots in per_node.items():
         for slot in slots.slots:
-            awake = [r for r in slot.bound if not podview.deleting(r)]
+            awake = [r for r in slot.bound if not podview.is_deleting(r)]
             if len(awake) > 1:  # contract invariant 1, broken
                 errors.append(
                     Problem(
@@ -270,7 +270,7 @@ def _runner_errors(runner: RawObj, requesters_by_uid: Mapping[str, RawObj]) -> l
     if not podview.gpu_indices(runner):
         errors.append(Problem(object=where, message="runner without GPU indices in CUDA_VISIBLE_DEVICES"))
     bound = podview.bound_requester(runner)
-    if bound is not None and bound[0] not in requesters_by_uid and not podview.deleting(runner):
+    if bound is not None and bound[0] not in requesters_by_uid and not podview.is_deleting(runner):
         errors.append(
             Problem(object=where, message=f"bound to requester {bound[1]} (UID {bound[0]}), which is gone")
         )
@@ -338,7 +338,7 @@ def _gpu(slot: _Slot) -> Gpu:
     elif slot.requester_name:
         requester = PodRef(name=slot.requester_name, ready=False)
     # A bound runner still terminating only shows when no live one is bound there.
-    bound = sorted(slot.bound, key=lambda r: (podview.deleting(r), podview.name(r)))
+    bound = sorted(slot.bound, key=lambda r: (podview.is_deleting(r), podview.name(r)))
     return Gpu(
         index=slot.index,
         uuid=slot.uuid,
@@ -356,7 +356,7 @@ def _runner_ref(runner: RawObj) -> RunnerRef:
         name=podview.name(runner),
         ready=podview.pod_ready(runner),
         sleeping=podview.asleep(runner),
-        terminating=podview.deleting(runner),
+        terminating=podview.is_deleting(runner),
         last_used=_timestamp(podview.manager_time(runner)),
     )
 

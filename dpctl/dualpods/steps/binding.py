@@ -120,7 +120,7 @@ async def _adopt_or_rename(cx: Context, requester: RawObj, built: Runner) -> dic
         podview.name(requester),
     ):
         return existing
-    if existing is not None and podview.deleting(existing):
+    if existing is not None and podview.is_deleting(existing):
         return None
     alt = built.renamed(fallback_runner_name(podview.name(requester), podview.uid(requester))).pod
     try:

@@ -56,7 +56,7 @@ async def drop_restarted_sleepers(cx: Context, node: str, indices: Sequence[int]
         for runner in cx.cache.runners_on_gpu(node, index):
             if (
                 podview.bound_requester(runner) is None
-                and not podview.deleting(runner)
+                and not podview.is_deleting(runner)
                 and podview.in_trouble(runner)
                 and may_be_awake(cx, runner)
             ):
@@ -106,7 +106,7 @@ async def make_room(cx: Context, node: str, indices: Sequence[int]) -> int:
             )
             going += 1
         # Its process must exit (freeing GPU memory) before a new server starts there.
-        going += sum(1 for r in on_gpu if podview.deleting(r))
+        going += sum(1 for r in on_gpu if podview.is_deleting(r))
     return going
 
 
@@ -116,7 +116,7 @@ async def resleep_unbound(cx: Context, uid: str) -> Outcome:
     if runner is None:
         cx.memory.forget_runner(uid)
         return DONE
-    if podview.bound_requester(runner) is not None or podview.deleting(runner):
+    if podview.bound_requester(runner) is not None or podview.is_deleting(runner):
         return DONE
     st = cx.memory.runner(uid)
     if st.asleep_instance == instance(runner) or not podview.pod_ready(runner):

@@ -69,7 +69,7 @@ async def reflect_runner_deletion(
     cx: Context, st: ServerState, requester: RawObj | None, runner: RawObj
 ) -> Outcome:
     """Someone deletes the runner: the requester goes too, then the runner is let go."""
-    if requester is not None and not podview.deleting(requester) and not st.requester_delete_requested:
+    if requester is not None and not podview.is_deleting(requester) and not st.requester_delete_requested:
         await _delete_requester(
             cx,
             st,
@@ -131,7 +131,7 @@ async def unbind(cx: Context, st: ServerState, runner: RawObj) -> Outcome:
 
 def _cannot_sleep_reason(cx: Context, runner: RawObj) -> DeleteReason | None:
     node = cx.cache.node(podview.runner_node(runner))
-    if node is None or podview.deleting(node):
+    if node is None or podview.is_deleting(node):
         return "node-gone"
     if podview.in_trouble(runner):
         return "in-trouble"

@@ -141,7 +141,7 @@ class Setup:
             pod = self.kubectl.pod(name)
             if pod is None or podview.uid(pod) != uid:
                 problems.append(f"{name} was replaced or deleted")
-            elif not podview.pod_ready(pod) or podview.deleting(pod):
+            elif not podview.pod_ready(pod) or podview.is_deleting(pod):
                 problems.append(f"{name} is not Ready")
         return problems
 

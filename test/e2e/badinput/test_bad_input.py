@@ -377,7 +377,7 @@ def _running(setup: Setup, name: str) -> bool:
 
 def _bound_pair(setup: Setup, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     pods = setup.kubectl.pods()
-    req = next((p for p in pods if podview.name(p) == name and not podview.deleting(p)), None)
+    req = next((p for p in pods if podview.name(p) == name and not podview.is_deleting(p)), None)
     if req is None:
         return None
     for p in runners(pods):

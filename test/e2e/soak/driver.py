@@ -181,7 +181,7 @@ class _Due:
 def _live(
     pods: Sequence[Mapping[str, Any]], pred: Callable[[Mapping[str, Any]], bool]
 ) -> list[Mapping[str, Any]]:
-    return [p for p in pods if pred(p) and not podview.deleting(p)]
+    return [p for p in pods if pred(p) and not podview.is_deleting(p)]
 
 
 class Driver:

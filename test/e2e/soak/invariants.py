@@ -111,7 +111,7 @@ def convergence_problems(kubectl: Kubectl, ledger: Ledger, replicas: Mapping[str
     problems: list[str] = []
     by_uid = {podview.uid(p): p for p in pods}
     for pod in pods:
-        if podview.deleting(pod):
+        if podview.is_deleting(pod):
             problems.append(f"{podview.name(pod)} is Terminating (finalizers {podview.finalizers(pod)})")
     runners_of: Counter[str] = Counter()
     bound_runner: dict[str, Mapping[str, Any]] = {}
@@ -123,7 +123,7 @@ def convergence_problems(kubectl: Kubectl, ledger: Ledger, replicas: Mapping[str
                 problems.append(f"runner {name} is unbound but not asleep")
             continue
         requester = by_uid.get(bound[0])
-        if requester is None or podview.deleting(requester) or _terminal(requester):
+        if requester is None or podview.is_deleting(requester) or _terminal(requester):
             problems.append(f"runner {name} is bound to requester {bound[1]} ({bound[0]}), which is gone")
             continue
         runners_of[bound[0]] += 1
@@ -138,7 +138,7 @@ def convergence_problems(kubectl: Kubectl, ledger: Ledger, replicas: Mapping[str
         name, uid = podview.name(requester), podview.uid(requester)
         if runners_of[uid] > 1:
             problems.append(f"requester {name} has {runners_of[uid]} runners")
-        if podview.deleting(requester) or _terminal(requester):
+        if podview.is_deleting(requester) or _terminal(requester):
             continue
         live[_owner(requester)] += 1
         errors = _status_errors(requester)
