@@ -35,7 +35,7 @@ import aiohttp
 
 from dpctl import log
 from dpctl.informer import Informer, kube_lister
-from dpctl.kube import NODES, PODS, Kube, RawObj
+from dpctl.kube import NODES, PODS, Kube, RawObj, objects
 from dpctl.workqueue.queue import RateLimitingQueue
 from dpctl.workqueue.workers import run_workers
 from dpsim.kubelet import ips
@@ -114,7 +114,7 @@ async def _supervised(run: Callable[[], Awaitable[None]], what: str) -> None:
 
 
 def _uid_of(pod: RawObj) -> list[str]:
-    return [str(pod["metadata"]["uid"])]
+    return [objects.uid(pod)]
 
 
 def _node_of(pod: RawObj) -> list[str]:
@@ -229,7 +229,7 @@ class SimKubelet:
             await self._node_informer.wait_synced()
             live = self._informer.store.list()
             self.syncer.restore(live)
-            self.syncer.remove_orphan_dirs({str(p["metadata"]["uid"]) for p in live})
+            self.syncer.remove_orphan_dirs({objects.uid(p) for p in live})
             group.create_task(self._resync_loop(), name="resync")
             group.create_task(self._token_loop(), name="tokens")
             group.create_task(
@@ -289,13 +289,13 @@ class SimKubelet:
         await self._logs.stop_node(name)
 
     def _on_node(self, node: RawObj) -> None:
-        agent = self.agents.get(str(node["metadata"]["name"]))
+        agent = self.agents.get(objects.name(node))
         if agent is not None:
             agent.observe(node)
 
     def _resume_pods(self, name: str) -> None:
         for pod in self._informer.store.by_index("node", name):
-            self._enqueue(str(pod["metadata"]["uid"]))
+            self._enqueue(objects.uid(pod))
 
     # -- pods -----------------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class SimKubelet:
     def _on_pod(self, pod: RawObj) -> None:
         node = str((pod.get("spec") or {}).get("nodeName", ""))
         if node in self.agents:
-            self._enqueue(str(pod["metadata"]["uid"]))
+            self._enqueue(objects.uid(pod))
 
     def _enqueue(self, uid: str) -> None:
         self._queue.add(uid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dpctl.kube import Kube, RawObj
+from dpctl.kube import Kube, RawObj, objects
 from dpctl.log import KV
 from dpsim.kubelet import containers as ctr
 from dpsim.kubelet.containers import ContainerRecord, Termination, now_rfc3339, rfc3339
@@ -25,7 +25,7 @@ from dpsim.kubelet.runtime import ContainerRuntime, Exit
 
 def _stopping(rec: PodRecord, pod: RawObj) -> bool:
     """Being deleted or already ended: no container restarts any more."""
-    return bool(pod["metadata"].get("deletionTimestamp")) or rec.terminal is not None
+    return objects.is_deleting(pod) or rec.terminal is not None
 
 
 class Lifecycle:

@@ -33,7 +33,7 @@ from typing import Any, Final, Literal
 import aiohttp
 
 from dpctl.api import GPU_RESOURCE, HOSTNAME_LABEL
-from dpctl.kube import NODES, ApiError, Kube, RawObj
+from dpctl.kube import NODES, ApiError, Kube, RawObj, objects
 from dpctl.log import KV
 from dpsim.emulator.gputable import GpuTable, save_gpu_table
 from dpsim.kubelet.containers import rfc3339
@@ -218,8 +218,8 @@ class NodeAgent:
 
     def observe(self, node: RawObj) -> None:
         """Take in the Node as the API has it now (a watch event or a write's answer)."""
-        labels = (node.get("metadata") or {}).get("labels")
-        if isinstance(labels, Mapping):
+        labels = objects.labels(node)
+        if labels:
             self.labels = {str(k): str(v) for k, v in labels.items()}
 
     @property
@@ -285,7 +285,7 @@ class NodeAgent:
             if e.not_found:
                 return False
             raise
-        return self._uid is None or node["metadata"]["uid"] == self._uid
+        return self._uid is None or objects.uid(node) == self._uid
 
     # -- registration and status ------------------------------------------------------------
 
@@ -312,7 +312,7 @@ class NodeAgent:
             # A restarted kubelet: keep the Node (and its cordon), refresh what the kubelet owns.
             node = await self._kube.patch(NODES, self.name, {"metadata": {"labels": labels}})
             self._log.info("Node already registered, updated it", node=self.name)
-        self._uid = str(node["metadata"]["uid"])
+        self._uid = objects.uid(node)
         self.observe(node)
         self._next_status = 0.0
         self._next_lease = 0.0

@@ -34,7 +34,7 @@ from functools import partial
 
 import aiohttp
 
-from dpctl.kube import Kube, RawObj
+from dpctl.kube import Kube, RawObj, objects
 from dpctl.log import KV
 from dpctl.workqueue.outcome import Done, Outcome, RequeueAfter, Retry
 from dpsim.kubelet.admission import Admission
@@ -136,7 +136,7 @@ class PodSyncer:
 
     async def _sync(self, rec: PodRecord, pod: RawObj, now: float) -> Outcome:
         self._lifecycle.absorb_exits(rec, pod, now)
-        deleting = bool(pod["metadata"].get("deletionTimestamp"))
+        deleting = objects.is_deleting(pod)
         api_phase = (pod.get("status") or {}).get("phase")
         if rec.terminal is None and api_phase in TERMINAL_PHASES:
             rec.terminal = str(api_phase)  # never leave a terminal phase

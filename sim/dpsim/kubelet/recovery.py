@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dpctl.kube import RawObj
+from dpctl.kube import RawObj, objects
 from dpsim.kubelet import containers as ctr
 from dpsim.kubelet.admission import REJECTED_PREFIX, UNEXPECTED_ADMISSION
 from dpsim.kubelet.allocations import PodAllocation
@@ -150,7 +150,7 @@ def recover(
         for s in (*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or []))
     }
     policy = ctr.restart_policy(spec)
-    stopping = bool(pod["metadata"].get("deletionTimestamp")) or terminal is not None
+    stopping = objects.is_deleting(pod) or terminal is not None
     for r in (*init, *app):
         _recover_container(r, by_name.get(r.name), policy, stopping, now, stamp)
     reports.append(

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import yaml
 
+from dpctl.kube import objects
 from dpsim.kubelet.ips import MAX_NODES, NODES_PER_BLOCK
 from dpsim.localcluster.bins import Bins
 from dpsim.localcluster.controlplane import (
@@ -111,7 +112,7 @@ def ready_gpu_nodes(node_list: dict[str, Any], gpus: int) -> list[str]:
             c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
         )
         if ready and str(status.get("allocatable", {}).get(GPU_RESOURCE)) == str(gpus):
-            out.append(node["metadata"]["name"])
+            out.append(objects.name(node))
     return out
 
 
