@@ -75,7 +75,7 @@ async def test_nvml_lists_uuids_and_shuts_down(monkeypatch: pytest.MonkeyPatch) 
     module = fake_pynvml([UUID_A, UUID_B.encode()])
     monkeypatch.setitem(sys.modules, "pynvml", module)
     assert await NvmlDiscovery().discover() == [UUID_A, UUID_B]
-    assert module.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert module.calls == ["init", "shutdown"]
 
 
 async def test_nvml_init_failure_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +93,7 @@ async def test_nvml_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_nvml_hanging_times_out_without_piling_up_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     module = fake_pynvml([UUID_A])
-    first_init = module.nvmlInit  # type: ignore[attr-defined]
+    first_init = module.nvmlInit
 
     def hanging_init() -> None:
         first_init()
@@ -107,13 +107,13 @@ async def test_nvml_hanging_times_out_without_piling_up_calls(monkeypatch: pytes
             with pytest.raises(DiscoveryError, match=r"NVML: no answer within 0\.1 s"):
                 await nvml.discover()
         # One call, in a daemon thread, so it cannot keep the process from exiting.
-        assert module.calls == ["init"]  # type: ignore[attr-defined]
+        assert module.calls == ["init"]
         assert [t.daemon for t in threading.enumerate() if t.name == "nvml"] == [True]
     finally:
         release.set()
     # The late answer of the hung call is used.
     assert await nvml.discover() == [UUID_A]
-    assert module.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert module.calls == ["init", "shutdown"]
 
 
 # --- nvidia-smi -------------------------------------------------------------------------------
