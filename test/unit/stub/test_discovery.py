@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,23 +31,30 @@ class FakeNvmlError(Exception):
     pass
 
 
-def fake_pynvml(uuids: list[str | bytes], *, init_error: str | None = None) -> types.ModuleType:
-    module = types.ModuleType("pynvml")
-    calls: list[str] = []
+class FakePynvml(types.ModuleType):
+    """Stands in for the pynvml module: the calls NvmlDiscovery makes, and a record of them.
+    Each function is an attribute, so that a test can replace one."""
 
-    def init() -> None:
-        calls.append("init")
-        if init_error:
-            raise FakeNvmlError(init_error)
+    NVMLError = FakeNvmlError
 
-    module.NVMLError = FakeNvmlError  # type: ignore[attr-defined]
-    module.nvmlInit = init  # type: ignore[attr-defined]
-    module.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
-    module.nvmlDeviceGetCount = lambda: len(uuids)  # type: ignore[attr-defined]
-    module.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
-    module.nvmlDeviceGetUUID = lambda h: uuids[h]  # type: ignore[attr-defined]
-    module.calls = calls  # type: ignore[attr-defined]
-    return module
+    def __init__(self, uuids: list[str | bytes], init_error: str | None) -> None:
+        super().__init__("pynvml")
+        self.calls: list[str] = []
+
+        def init() -> None:
+            self.calls.append("init")
+            if init_error:
+                raise FakeNvmlError(init_error)
+
+        self.nvmlInit: Callable[[], None] = init
+        self.nvmlShutdown: Callable[[], None] = lambda: self.calls.append("shutdown")
+        self.nvmlDeviceGetCount: Callable[[], int] = lambda: len(uuids)
+        self.nvmlDeviceGetHandleByIndex: Callable[[int], int] = lambda i: i
+        self.nvmlDeviceGetUUID: Callable[[int], str | bytes] = lambda h: uuids[h]
+
+
+def fake_pynvml(uuids: list[str | bytes], *, init_error: str | None = None) -> FakePynvml:
+    return FakePynvml(uuids, init_error)
 
 
 def fake_nvidia_smi(bin_dir: Path, body: str) -> Path:
@@ -99,7 +107,7 @@ async def test_nvml_hanging_times_out_without_piling_up_calls(monkeypatch: pytes
         first_init()
         release.wait(30)
 
-    module.nvmlInit = hanging_init  # type: ignore[attr-defined]
+    module.nvmlInit = hanging_init
     monkeypatch.setitem(sys.modules, "pynvml", module)
     nvml = NvmlDiscovery(timeout_s=0.1)
     try:
