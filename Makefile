@@ -50,7 +50,7 @@ run: cluster-up ## local cluster + the controller installed by the chart + gpu-m
 	@hack/run-demo.sh
 
 .PHONY: lint
-lint: dev ## ruff, mypy --strict, import contracts (pyproject's [tool.importlinter]), helm lint
+lint: dev ## ruff, mypy --strict (dpctl, dpsim, test, bench), import contracts (pyproject's [tool.importlinter]), helm lint
 	$(BIN)/ruff check dpctl sim test hack bench
 	$(BIN)/ruff format --check dpctl sim test hack bench
 	$(BIN)/mypy

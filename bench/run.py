@@ -461,7 +461,8 @@ class Bench:
         self.controller.stop()
         load_before = report.load_average()
         self.controller.start()
-        await until(lambda: "First reconcile done" in self.controller.marks, 120, "the first reconcile")  # type: ignore[union-attr]
+        controller = self.controller  # the lambda sees a name that stays narrowed
+        await until(lambda: "First reconcile done" in controller.marks, 120, "the first reconcile")
         marks, t0 = self.controller.marks, self.controller.started
         synced_s = marks["Caches synced"] - t0
         first_s = marks["First reconcile done"] - t0

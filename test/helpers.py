@@ -5,6 +5,9 @@ truthy, which they return, or fail with a message naming what was awaited, for h
 last value or exception the predicate produced, which is usually the answer to "why".
 
 ``write_kubeconfig`` writes a one-context kubeconfig, for tests of how credentials are loaded.
+
+Typed by what the predicate returns less its falsy "not yet" values: a predicate returning
+``X | None`` (or ``X | Literal[False]``, as ``a and b`` gives) makes the wait return ``X``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -38,7 +41,7 @@ def _describe(what: str, timeout: float, polls: int, last: object, error: BaseEx
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | Literal[False] | None],
     timeout: float,
     what: str,
     *,
@@ -70,15 +73,42 @@ def wait_for(
         delay = min(delay * 1.5, max_interval)
 
 
+# An async predicate first: a plain one would match it too, as a function returning a coroutine.
+# (Where the awaited type holds Any, as dict[str, Any] does, mypy cannot tell the two apart and
+# types the wait as Any.)
+@overload
 async def async_wait_for(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | Literal[False] | None]],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = ...,
+    max_interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def async_wait_for(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = ...,
+    max_interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+async def async_wait_for(
+    predicate: Callable[[], object],
     timeout: float,
     what: str,
     *,
     interval: float = FIRST_INTERVAL,
     max_interval: float = MAX_INTERVAL,
     ignore: tuple[type[BaseException], ...] = (Exception,),
-) -> T:
+) -> object:
     """:func:`wait_for` for async tests; ``predicate`` may be a plain or an async function."""
     deadline = time.monotonic() + timeout
     delay, polls = interval, 0

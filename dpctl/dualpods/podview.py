@@ -22,15 +22,15 @@ from dpctl.kube.objects import resource_version as resource_version
 from dpctl.kube.objects import uid as uid
 
 
-def is_requester(pod: RawObj) -> bool:
+def is_requester(pod: Mapping[str, Any]) -> bool:
     return api.SERVER_PATCH_ANNOTATION in annotations(pod)
 
 
-def is_runner(pod: RawObj) -> bool:
+def is_runner(pod: Mapping[str, Any]) -> bool:
     return api.NOMINAL_ANNOTATION in annotations(pod)
 
 
-def bound_requester(runner: RawObj) -> tuple[str, str] | None:
+def bound_requester(runner: Mapping[str, Any]) -> tuple[str, str] | None:
     """(UID, name) of the requester a runner is bound to, or None when unbound."""
     value = annotations(runner).get(api.REQUESTER_ANNOTATION)
     if not value:
@@ -39,25 +39,25 @@ def bound_requester(runner: RawObj) -> tuple[str, str] | None:
     return req_uid, req_name
 
 
-def nominal_hash(runner: RawObj) -> str:
+def nominal_hash(runner: Mapping[str, Any]) -> str:
     return annotations(runner).get(api.NOMINAL_ANNOTATION, "")
 
 
-def spec(pod: RawObj) -> Mapping[str, Any]:
+def spec(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     s = pod.get("spec")
     return s if isinstance(s, Mapping) else {}
 
 
-def status(obj: RawObj) -> Mapping[str, Any]:
+def status(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     s = obj.get("status")
     return s if isinstance(s, Mapping) else {}
 
 
-def node_name(pod: RawObj) -> str:
+def node_name(pod: Mapping[str, Any]) -> str:
     return str(spec(pod).get("nodeName") or "")
 
 
-def runner_node(runner: RawObj) -> str:
+def runner_node(runner: Mapping[str, Any]) -> str:
     """The Node a runner is pinned to (its nodeSelector), known before it is scheduled."""
     selector = spec(runner).get("nodeSelector")
     if isinstance(selector, Mapping) and selector.get(api.HOSTNAME_LABEL):
@@ -65,58 +65,60 @@ def runner_node(runner: RawObj) -> str:
     return node_name(runner)
 
 
-def pod_ip(pod: RawObj) -> str:
+def pod_ip(pod: Mapping[str, Any]) -> str:
     return str(status(pod).get("podIP") or "")
 
 
-def _container(pod: RawObj, container: str) -> Mapping[str, Any] | None:
+def _container(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
     for c in spec(pod).get("containers") or []:
         if isinstance(c, Mapping) and c.get("name") == container:
             return c
     return None
 
 
-def container_status(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> Mapping[str, Any]:
+def container_status(
+    pod: Mapping[str, Any], container: str = api.INFERENCE_SERVER_CONTAINER
+) -> Mapping[str, Any]:
     for cs in status(pod).get("containerStatuses") or []:
         if isinstance(cs, Mapping) and cs.get("name") == container:
             return cs
     return {}
 
 
-def container_running(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
+def container_running(pod: Mapping[str, Any], container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
     state = container_status(pod, container).get("state")
     return isinstance(state, Mapping) and "running" in state
 
 
-def container_ready(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
+def container_ready(pod: Mapping[str, Any], container: str = api.INFERENCE_SERVER_CONTAINER) -> bool:
     return bool(container_status(pod, container).get("ready"))
 
 
-def container_started_at(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> str:
+def container_started_at(pod: Mapping[str, Any], container: str = api.INFERENCE_SERVER_CONTAINER) -> str:
     state = container_status(pod, container).get("state")
     if isinstance(state, Mapping) and isinstance(state.get("running"), Mapping):
         return str(state["running"].get("startedAt") or "")
     return ""
 
 
-def restart_count(pod: RawObj, container: str = api.INFERENCE_SERVER_CONTAINER) -> int:
+def restart_count(pod: Mapping[str, Any], container: str = api.INFERENCE_SERVER_CONTAINER) -> int:
     value = container_status(pod, container).get("restartCount")
     return value if isinstance(value, int) else 0
 
 
-def pod_ready(pod: RawObj) -> bool:
+def pod_ready(pod: Mapping[str, Any]) -> bool:
     for cond in status(pod).get("conditions") or []:
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
             return cond.get("status") == "True"
     return False
 
 
-def in_trouble(runner: RawObj) -> bool:
+def in_trouble(runner: Mapping[str, Any]) -> bool:
     """Restarted and not ready: a crash-looping or wedged inference server (contract §5)."""
     return restart_count(runner) > 0 and not pod_ready(runner)
 
 
-def server_port(runner: RawObj) -> int | None:
+def server_port(runner: Mapping[str, Any]) -> int | None:
     """The inference server's port: its readiness probe's httpGet port (an int, or ``http``)."""
     container = _container(runner, api.INFERENCE_SERVER_CONTAINER)
     probe = container.get("readinessProbe") if container else None
@@ -129,7 +131,7 @@ def server_port(runner: RawObj) -> int | None:
     return None
 
 
-def gpu_indices(runner: RawObj) -> list[int]:
+def gpu_indices(runner: Mapping[str, Any]) -> list[int]:
     """The GPU indices a runner was pointed at (its inference-server's ``CUDA_VISIBLE_DEVICES``)."""
     container = _container(runner, api.INFERENCE_SERVER_CONTAINER)
     for env in (container or {}).get("env") or []:
@@ -141,7 +143,7 @@ def gpu_indices(runner: RawObj) -> list[int]:
     return []
 
 
-def admin_port(requester: RawObj) -> int:
+def admin_port(requester: Mapping[str, Any]) -> int:
     """The requester's SPI port from its annotation; raises ValueError with a user-facing reason."""
     raw = annotations(requester).get(api.ADMIN_PORT_ANNOTATION)
     if raw is None or raw == "":
@@ -155,7 +157,7 @@ def admin_port(requester: RawObj) -> int:
     return port
 
 
-def manager_time(pod: RawObj, manager: str = api.FIELD_MANAGER) -> str:
+def manager_time(pod: Mapping[str, Any], manager: str = api.FIELD_MANAGER) -> str:
     """When ``manager`` last changed the object (RFC 3339), else its creation time.
 
     This is the "last used" clock of the sleeper-limit LRU: the controller writes a runner each
@@ -168,11 +170,11 @@ def manager_time(pod: RawObj, manager: str = api.FIELD_MANAGER) -> str:
     return latest or str(meta(pod).get("creationTimestamp") or "")
 
 
-def node_unschedulable(node: RawObj) -> bool:
+def node_unschedulable(node: Mapping[str, Any]) -> bool:
     return bool(spec(node).get("unschedulable"))
 
 
-def status_errors(requester: RawObj) -> tuple[str, ...]:
+def status_errors(requester: Mapping[str, Any]) -> tuple[str, ...]:
     """The errors the requester's status annotation reports (contract §3)."""
     raw = annotations(requester).get(api.STATUS_ANNOTATION)
     if not raw:
@@ -184,12 +186,12 @@ def status_errors(requester: RawObj) -> tuple[str, ...]:
         return (f"annotation {api.STATUS_ANNOTATION} is not the controller's JSON: {raw[:200]!r}",)
 
 
-def sleeping_label(runner: RawObj) -> str | None:
+def sleeping_label(runner: Mapping[str, Any]) -> str | None:
     """The FYI label the controller sets for routing: "true", "false", or absent."""
     return labels(runner).get(api.SLEEPING_LABEL)
 
 
-def asleep(runner: RawObj) -> bool:
+def asleep(runner: Mapping[str, Any]) -> bool:
     """Whether the runner's server sleeps: the FYI label when set, else unbound means asleep.
 
     The label is the better witness: the controller flips it to ``false`` only after ``/wake_up``

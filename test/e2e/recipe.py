@@ -253,7 +253,7 @@ def cuda_visible_devices(runner: Mapping[str, Any]) -> str:
     return ""
 
 
-def annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+def annotations_of(pod: Mapping[str, Any]) -> Mapping[str, str]:
     return pod["metadata"].get("annotations") or {}
 
 

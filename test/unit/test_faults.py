@@ -43,7 +43,7 @@ def test_bad_rules_fail_loudly() -> None:
 async def test_rules_answer_instead_of_the_handler_and_expire() -> None:
     faults = Faults.from_env({"DPCTL_FAULT_INJECTION": "1"})
     assert faults is not None
-    runner, base = await serve(make_spi_app(StubState(), NoGpus(), faults))  # type: ignore[arg-type]
+    runner, base = await serve(make_spi_app(StubState(), NoGpus(), faults))
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
             rules = [{"path": "/v1/dual-pod/accelerators", "status": 200, "body": "not json", "times": 2}]
@@ -65,7 +65,7 @@ async def test_a_hang_outlasts_the_clients_timeout() -> None:
         {"DPCTL_FAULT_INJECTION": "1", "DPCTL_FAULTS": '[{"path": "/v1/become-ready", "hang": true}]'}
     )
     assert faults is not None
-    runner, base = await serve(make_spi_app(StubState(), NoGpus(), faults))  # type: ignore[arg-type]
+    runner, base = await serve(make_spi_app(StubState(), NoGpus(), faults))
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as s:
             with pytest.raises(asyncio.TimeoutError):

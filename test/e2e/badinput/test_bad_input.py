@@ -375,7 +375,7 @@ def _running(setup: Setup, name: str) -> bool:
     return pod is not None and podview.container_running(pod)
 
 
-def _bound_pair(setup: Setup, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _bound_pair(setup: Setup, name: str) -> tuple[dict[str, Any], Mapping[str, Any]] | None:
     pods = setup.kubectl.pods()
     req = next((p for p in pods if podview.name(p) == name and not podview.is_deleting(p)), None)
     if req is None:
@@ -387,8 +387,8 @@ def _bound_pair(setup: Setup, name: str) -> tuple[dict[str, Any], dict[str, Any]
     return None
 
 
-def _served(setup: Setup, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    def ready_pair() -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _served(setup: Setup, name: str) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    def ready_pair() -> tuple[dict[str, Any], Mapping[str, Any]] | None:
         pair = _bound_pair(setup, name)
         return pair if pair and is_ready(pair[0]) and is_ready(pair[1]) else None
 

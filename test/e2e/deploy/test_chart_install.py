@@ -22,7 +22,7 @@ import pytest
 from helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import ClusterHandle  # the e2e session fixture's type
+    from e2e.conftest import ClusterHandle  # the e2e session fixture's type
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy" / "helm" / "dpctlr"

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def restore_nodes(cluster: ClusterHandle, local: Path) -> Iterator[None]:
         elif states.get(node) == "not-ready":
             ctl.node_action(local, node, "ready")
     for node in before:
-        wait_for(lambda n=node: node_ready(cluster, n), 90, f"node {node} Ready again")
+        wait_for(partial(node_ready, cluster, node), 90, f"node {node} Ready again")
 
 
 # -- nodes ------------------------------------------------------------------------------------------

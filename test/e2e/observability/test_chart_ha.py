@@ -36,7 +36,7 @@ from helpers import wait_for
 from .conftest import kv, log_lines
 
 if TYPE_CHECKING:
-    from conftest import ClusterHandle
+    from e2e.conftest import ClusterHandle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

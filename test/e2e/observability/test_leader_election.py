@@ -27,6 +27,7 @@ import pytest
 
 from dpctl import api
 from dpctl.api import LogMsg
+from e2e.dualpods.conftest import ControllerProcess, dump
 from e2e.recipe import (
     Kubectl,
     ServerPatch,
@@ -40,7 +41,7 @@ from e2e.recipe import (
 )
 from helpers import wait_for
 
-from .conftest import ControllerProcess, dump, kv, log_lines
+from .conftest import kv, log_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -106,9 +107,9 @@ class PodWatch:
         for requester, n in per_requester.items():
             if n > 1:
                 self.violations.append(f"requester {requester} has {n} runners")
-        for gpu, n in per_gpu.items():
+        for node_gpu, n in per_gpu.items():
             if n > 1:
-                self.violations.append(f"GPU {gpu} has {n} bound runners")
+                self.violations.append(f"GPU {node_gpu} has {n} bound runners")
 
 
 def _served(kubectl: Kubectl, rs: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -35,16 +35,15 @@ from dpctl import api
 from dpctl.api import LogMsg
 from dpctl.clients.inference import PURPOSE_SLEEP, PURPOSE_WAKE_UP
 from dpctl.clients.requester import PURPOSE_ACCELERATORS, PURPOSE_BECOME_READY
+from e2e.dualpods.conftest import ControllerProcess, dump
 from e2e.recipe import Kubectl, ServerPatch, bound_runner_of, is_ready, mkrs, requesters_of, unique_name
 from helpers import wait_for
 
 from .conftest import (
     COMPONENT,
     LISTEN_HOST,
-    ControllerProcess,
     Samples,
     controller_events,
-    dump,
     get,
     scrape,
     total,

@@ -14,7 +14,7 @@ from dpctl import api
 from dpctl.api import LogMsg
 from e2e.recipe import (
     Kubectl,
-    annotations,
+    annotations_of,
     bound_pair,
     cuda_visible_devices,
     is_ready,
@@ -65,12 +65,15 @@ def assert_pair(
     status annotation without errors, and the FYI labels and annotations of contract §2."""
     node = req["spec"]["nodeName"]
     assert runner["spec"]["nodeName"] == node, "the runner is not on the requester's Node"
-    uuids = annotations(req)[api.ACCELERATORS_ANNOTATION].split(",")
-    assert annotations(runner)[api.ACCELERATORS_ANNOTATION] == annotations(req)[api.ACCELERATORS_ANNOTATION]
+    uuids = annotations_of(req)[api.ACCELERATORS_ANNOTATION].split(",")
+    assert (
+        annotations_of(runner)[api.ACCELERATORS_ANNOTATION]
+        == annotations_of(req)[api.ACCELERATORS_ANNOTATION]
+    )
     assert cuda_visible_devices(runner) == ",".join(str(gpu_map[node][u]) for u in uuids), (
         f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(runner)!r} but gpu-map[{node}] maps {uuids}"
     )
-    assert api.STATUS_ANNOTATION in annotations(req), "no status annotation on the requester"
+    assert api.STATUS_ANNOTATION in annotations_of(req), "no status annotation on the requester"
     assert status_errors(req) == []
     assert labels(req).get(api.DUAL_LABEL) == name_of(runner)
     assert labels(runner).get(api.DUAL_LABEL) == name_of(req)
@@ -81,7 +84,7 @@ def assert_pair(
 
 
 def assert_found_gpus_logged(dpctlr: Dpctlr, req: Mapping[str, Any]) -> None:
-    uuids = annotations(req)[api.ACCELERATORS_ANNOTATION].split(",")
+    uuids = annotations_of(req)[api.ACCELERATORS_ANNOTATION].split(",")
     found = dpctlr.lines(LogMsg.FOUND_GPUS, requester=name_of(req))
     assert found, f"no {LogMsg.FOUND_GPUS!r} line for {name_of(req)}"
     assert all(u in found[-1] for u in uuids), f"{found[-1]!r} does not name {uuids}"
@@ -96,7 +99,7 @@ def scale_to_zero_keeps_sleeper(kubectl: Kubectl, dpctlr: Dpctlr, rs: str, req: 
     sleeper = wait_for(
         lambda: (
             (r := kubectl.pod(name_of(runner))) is not None
-            and api.REQUESTER_ANNOTATION not in annotations(r)
+            and api.REQUESTER_ANNOTATION not in annotations_of(r)
             and r
         ),
         T,

@@ -14,7 +14,7 @@ from dpctl.api import LogMsg
 from e2e.recipe import (
     Kubectl,
     ServerPatch,
-    annotations,
+    annotations_of,
     deleting,
     is_sleeping,
     mkrs,
@@ -51,7 +51,7 @@ def test_example_3_requester_deleted_while_the_controller_is_uninstalled_is_rele
     # Nobody releases the requester's finalizer: it waits, Terminating; its runner stays bound.
     wait_for(lambda: deleting(fresh(kubectl, req)), T, "the requester marked for deletion")
     held = fresh(kubectl, runner)
-    assert annotations(held).get(api.REQUESTER_ANNOTATION, "").startswith(req["metadata"]["uid"])
+    assert annotations_of(held).get(api.REQUESTER_ANNOTATION, "").startswith(req["metadata"]["uid"])
 
     dpctlr.install()
     # Example 1's ending, finished by the new controller: the requester goes, the runner sleeps.
@@ -59,7 +59,7 @@ def test_example_3_requester_deleted_while_the_controller_is_uninstalled_is_rele
         lambda: (
             kubectl.pod(name_of(req)) is None
             and (r := kubectl.pod(name_of(runner))) is not None
-            and api.REQUESTER_ANNOTATION not in annotations(r)
+            and api.REQUESTER_ANNOTATION not in annotations_of(r)
             and r
         ),
         T,

@@ -17,7 +17,7 @@ from e2e.recipe import (
     LOCAL_CLAIM_PREFIX,
     Kubectl,
     ServerPatch,
-    annotations,
+    annotations_of,
     cuda_visible_devices,
     is_sleeping,
     mkrs,
@@ -103,7 +103,7 @@ def test_example_7_scale_up_on_the_same_gpu_wakes_and_binds_the_sleeping_runner(
     kubectl.apply(mkrs(rs, ServerPatch(), node_selector={api.HOSTNAME_LABEL: node}))
     req, runner = pair_ready(kubectl, rs)
     assert_pair(req, runner, gpu_map)
-    uuids = annotations(req)[api.ACCELERATORS_ANNOTATION]
+    uuids = annotations_of(req)[api.ACCELERATORS_ANNOTATION]
 
     scale_to_zero_keeps_sleeper(kubectl, dpctlr, rs, req, runner)
     relayed_before = dpctlr.count(LogMsg.RELAYED_READINESS)
@@ -112,7 +112,7 @@ def test_example_7_scale_up_on_the_same_gpu_wakes_and_binds_the_sleeping_runner(
     req2, runner2 = pair_ready(kubectl, rs)
     assert name_of(req2) != name_of(req)
     # The same GPU ("Found GPUs" shows the same gpuUUIDs), so the same runner, woken: no new one.
-    assert annotations(req2)[api.ACCELERATORS_ANNOTATION] == uuids
+    assert annotations_of(req2)[api.ACCELERATORS_ANNOTATION] == uuids
     assert_found_gpus_logged(dpctlr, req2)
     assert runner2["metadata"]["uid"] == runner["metadata"]["uid"]
     assert only_runners(kubectl) == [name_of(runner)]
@@ -135,7 +135,7 @@ def test_a_requester_of_two_gpus_gets_a_runner_that_sees_both(
     kubectl.apply(mkrs(rs, ServerPatch(), gpus=2))
     req, runner = pair_ready(kubectl, rs)
     assert_pair(req, runner, gpu_map)
-    uuids = annotations(req)[api.ACCELERATORS_ANNOTATION].split(",")
+    uuids = annotations_of(req)[api.ACCELERATORS_ANNOTATION].split(",")
     assert len(set(uuids)) == 2, uuids
     indices = cuda_visible_devices(runner).split(",")
     assert len(set(indices)) == 2, f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(runner)!r}"

@@ -148,11 +148,11 @@ def convergence_problems(kubectl: Kubectl, ledger: Ledger, replicas: Mapping[str
         if node not in ready_nodes or not podview.container_running(requester):
             problems.append(f"requester {name} is not running on a Ready Node (node {node!r})")
             continue
-        runner = bound_runner.get(uid)
-        if runner is None:
+        its_runner = bound_runner.get(uid)
+        if its_runner is None:
             problems.append(f"requester {name} runs on {node} but has no runner")
-        elif not podview.pod_ready(runner) or not podview.pod_ready(requester):
-            problems.append(f"requester {name} and runner {podview.name(runner)} are not both Ready")
+        elif not podview.pod_ready(its_runner) or not podview.pod_ready(requester):
+            problems.append(f"requester {name} and runner {podview.name(its_runner)} are not both Ready")
     for rs, want in sorted(replicas.items()):
         if live[rs] != want:
             problems.append(f"ReplicaSet {rs} has {live[rs]} live requesters, not {want}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pytest import approx
+from typing import Any, cast
+
+import pytest
 
 from dpctl.dualpods.controller import Controller
 from dpctl.dualpods.keys import ServerKey
@@ -11,6 +13,12 @@ from dpctl.dualpods.reconcile import Reconciler, Settings
 
 from .fakes import Recorder, World, gpu_map_cm, gpu_uuid, node, requester, runner
 from .test_reconcile import REQ_IP, nominal_of
+
+
+def approx(expected: float) -> float:
+    """``pytest.approx``, typed as the float it compares equal to, so that a list of (step, seconds)
+    compares with one holding it (mypy finds no overlap between a float and pytest's Approx)."""
+    return cast(float, pytest.approx(expected))
 
 
 class Clock:
@@ -42,7 +50,7 @@ def test_end_of_life_drops_what_was_never_taken() -> None:
     assert len(stamps) == 1 and stamps.take("relay", "v") == 0.0
 
 
-def make_controller(*pods: dict) -> Controller:
+def make_controller(*pods: dict[str, Any]) -> Controller:
     c = Controller(object(), "ns1", Recorder(World()).ports, Settings())  # type: ignore[arg-type]
     for pod in pods:
         c.pods.store.upsert(pod)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import gc
+from typing import Any
 
 from dpctl import api
 from dpctl.dualpods import controller as controller_module
@@ -25,7 +26,7 @@ class Clock:
         return self.now
 
 
-def at(pod: dict, rv: str) -> dict:
+def at(pod: dict[str, Any], rv: str) -> dict[str, Any]:
     pod = copy.deepcopy(pod)
     pod["metadata"]["resourceVersion"] = rv
     return pod

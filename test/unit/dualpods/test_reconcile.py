@@ -19,6 +19,7 @@ from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
 from dpctl.clients.inference import SleepModeUnavailable
 from dpctl.dualpods.keys import RunnerKey, ServerKey
+from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.reconcile import Reconciler, Settings
 from dpctl.dualpods.state import ServerState
 from dpctl.kube import ApiError
@@ -36,11 +37,11 @@ def make(world: World, limit: int = 2, **rec: object) -> tuple[Reconciler, Recor
     return Reconciler(world, recorder.ports, Settings(sleeper_limit=limit)), recorder
 
 
-def nominal_of(req: dict, node_name: str = "node-1", gpus: tuple[int, ...] = (0,)) -> str:
+def nominal_of(req: dict[str, Any], node_name: str = "node-1", gpus: tuple[int, ...] = (0,)) -> str:
     return build_runner(req, node_name, list(gpus), [gpu_uuid(node_name, g) for g in gpus]).nominal_hash
 
 
-def patches_of(rec: Recorder, name: str) -> list[dict]:
+def patches_of(rec: Recorder, name: str) -> list[dict[str, Any]]:
     return [a[2] for a in rec.actions if a[0] == "patch" and a[1] == name]
 
 
@@ -162,7 +163,7 @@ async def test_failed_gpu_query_is_reported_and_retried_never_cached(monkeypatch
     ],
 )
 async def test_gpu_map_problems_become_status_errors_and_create_nothing(
-    gpu_map: dict | None, uuid: str, expect: str
+    gpu_map: dict[str, Any] | None, uuid: str, expect: str
 ) -> None:
     world = World([requester()], [node()], gpu_map)
     r, rec = make(world, gpus={REQ_IP: [uuid]})
@@ -295,7 +296,7 @@ async def test_sleeper_for_other_gpus_or_definition_is_not_reused() -> None:
     assert "wake" not in rec.verbs() and "create" in rec.verbs()
 
 
-def sleepers_on_gpu0(count: int) -> list[dict]:
+def sleepers_on_gpu0(count: int) -> list[dict[str, Any]]:
     return [
         runner(
             name=f"s{i}",
@@ -383,7 +384,7 @@ REFUSALS = [
 ]
 
 
-def status_of(patch: dict) -> list[str]:
+def status_of(patch: dict[str, Any]) -> list[str]:
     errors: list[str] = json.loads(patch["metadata"]["annotations"][api.STATUS_ANNOTATION])["Errors"]
     return errors
 
@@ -412,7 +413,7 @@ async def test_refused_rename_after_a_name_clash_is_a_status_error_too(error: Ap
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     original = rec.create_pod
 
-    async def refuse_renamed(pod: dict) -> dict:
+    async def refuse_renamed(pod: RawObj) -> dict[str, Any]:
         if pod["metadata"]["name"] != "req-a-server":
             rec.actions.append(("create", pod["metadata"]["name"], pod))
             raise error
@@ -435,7 +436,7 @@ async def test_binding_a_sleeper_refused_by_an_admission_policy_is_a_status_erro
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     original = rec.patch_pod
 
-    async def refuse_runner(name: str, patch: dict) -> dict:
+    async def refuse_runner(name: str, patch: RawObj) -> dict[str, Any]:
         if name != "req-a":
             rec.actions.append(("patch", name, patch))
             raise denied
@@ -683,7 +684,7 @@ async def test_requester_gone_entirely_still_unbinds_its_runner() -> None:
     ],
 )
 async def test_runner_that_cannot_sleep_is_deleted_on_unbind(
-    runner_kwargs: dict, nodes: list, fail: dict, reason: str
+    runner_kwargs: dict[str, Any], nodes: list[dict[str, Any]], fail: dict[str, Exception], reason: str
 ) -> None:
     world = World(
         [requester(deleting=True, finalizers=[api.REQUESTER_FINALIZER]), runner(**runner_kwargs)],

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dpctl.api import SERVER_PATCH_ANNOTATION
-from dpctl.podbuild import BuildError, build_runner, nominal
+from dpctl.podbuild import BuildError, build_runner, nominal, yamltext
 
 PATCH = """\
 spec:
@@ -38,7 +38,7 @@ def requester(name: str, patch: str = PATCH) -> dict[str, Any]:
 def test_a_patch_text_is_parsed_once_per_node(monkeypatch: pytest.MonkeyPatch) -> None:
     nominal._server_patch.cache_clear()
     parsed: list[str] = []
-    real = nominal.load_yaml
+    real = yamltext.load_yaml  # what nominal calls, until the test swaps it
 
     def counting(text: str) -> Any:
         parsed.append(text)

@@ -361,7 +361,7 @@ def test_the_order_of_keys_in_objects_does_not_matter(
 @st.composite
 def pods_and_a_present_key(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A pod, a patch nulling one field that is there, and the pod without that field."""
-    pod = draw(PODS)
+    pod: dict[str, Any] = draw(PODS)
     expected = copy.deepcopy(pod)
     places: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (patch parent, expected parent, key)
     for key in pod["spec"]:

@@ -17,7 +17,8 @@ from typing import Any, cast
 
 import jinja2
 import pytest
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from dpctl.api import SERVER_PATCH_ANNOTATION
 from dpctl.podbuild import template
@@ -200,21 +201,21 @@ class Watched(Mapping[str, Any]):
     """Template data that records each value read from it (asking which names exist is fine)."""
 
     def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
+        self._values = values
         self.reads: list[str] = []
 
     def __getitem__(self, key: str) -> Any:
         self.reads.append(key)
-        return self.values[key]
+        return self._values[key]
 
     def __contains__(self, key: object) -> bool:
-        return key in self.values
+        return key in self._values
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._values)
 
 
 USES_THE_VALUE = (

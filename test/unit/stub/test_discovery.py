@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,23 +31,30 @@ class FakeNvmlError(Exception):
     pass
 
 
-def fake_pynvml(uuids: list[str | bytes], *, init_error: str | None = None) -> types.ModuleType:
-    module = types.ModuleType("pynvml")
-    calls: list[str] = []
+class FakePynvml(types.ModuleType):
+    """Stands in for the pynvml module: the calls NvmlDiscovery makes, and a record of them.
+    Each function is an attribute, so that a test can replace one."""
 
-    def init() -> None:
-        calls.append("init")
-        if init_error:
-            raise FakeNvmlError(init_error)
+    NVMLError = FakeNvmlError
 
-    module.NVMLError = FakeNvmlError  # type: ignore[attr-defined]
-    module.nvmlInit = init  # type: ignore[attr-defined]
-    module.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
-    module.nvmlDeviceGetCount = lambda: len(uuids)  # type: ignore[attr-defined]
-    module.nvmlDeviceGetHandleByIndex = lambda i: i  # type: ignore[attr-defined]
-    module.nvmlDeviceGetUUID = lambda h: uuids[h]  # type: ignore[attr-defined]
-    module.calls = calls  # type: ignore[attr-defined]
-    return module
+    def __init__(self, uuids: list[str | bytes], init_error: str | None) -> None:
+        super().__init__("pynvml")
+        self.calls: list[str] = []
+
+        def init() -> None:
+            self.calls.append("init")
+            if init_error:
+                raise FakeNvmlError(init_error)
+
+        self.nvmlInit: Callable[[], None] = init
+        self.nvmlShutdown: Callable[[], None] = lambda: self.calls.append("shutdown")
+        self.nvmlDeviceGetCount: Callable[[], int] = lambda: len(uuids)
+        self.nvmlDeviceGetHandleByIndex: Callable[[int], int] = lambda i: i
+        self.nvmlDeviceGetUUID: Callable[[int], str | bytes] = lambda h: uuids[h]
+
+
+def fake_pynvml(uuids: list[str | bytes], *, init_error: str | None = None) -> FakePynvml:
+    return FakePynvml(uuids, init_error)
 
 
 def fake_nvidia_smi(bin_dir: Path, body: str) -> Path:
@@ -75,7 +83,7 @@ async def test_nvml_lists_uuids_and_shuts_down(monkeypatch: pytest.MonkeyPatch) 
     module = fake_pynvml([UUID_A, UUID_B.encode()])
     monkeypatch.setitem(sys.modules, "pynvml", module)
     assert await NvmlDiscovery().discover() == [UUID_A, UUID_B]
-    assert module.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert module.calls == ["init", "shutdown"]
 
 
 async def test_nvml_init_failure_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,13 +101,13 @@ async def test_nvml_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_nvml_hanging_times_out_without_piling_up_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     module = fake_pynvml([UUID_A])
-    first_init = module.nvmlInit  # type: ignore[attr-defined]
+    first_init = module.nvmlInit
 
     def hanging_init() -> None:
         first_init()
         release.wait(30)
 
-    module.nvmlInit = hanging_init  # type: ignore[attr-defined]
+    module.nvmlInit = hanging_init
     monkeypatch.setitem(sys.modules, "pynvml", module)
     nvml = NvmlDiscovery(timeout_s=0.1)
     try:
@@ -107,13 +115,13 @@ async def test_nvml_hanging_times_out_without_piling_up_calls(monkeypatch: pytes
             with pytest.raises(DiscoveryError, match=r"NVML: no answer within 0\.1 s"):
                 await nvml.discover()
         # One call, in a daemon thread, so it cannot keep the process from exiting.
-        assert module.calls == ["init"]  # type: ignore[attr-defined]
+        assert module.calls == ["init"]
         assert [t.daemon for t in threading.enumerate() if t.name == "nvml"] == [True]
     finally:
         release.set()
     # The late answer of the hung call is used.
     assert await nvml.discover() == [UUID_A]
-    assert module.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert module.calls == ["init", "shutdown"]
 
 
 # --- nvidia-smi -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import DpctlProcess, SpawnDpctl
+    from unit.conftest import DpctlProcess, SpawnDpctl
 
 UUID_A = "GPU-11111111-2222-3333-4444-555555555555"
 # Far below a pod's 30 s grace period; generous for a loaded 2-core machine.

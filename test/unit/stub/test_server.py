@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dpctl.stub.discovery import DiscoveryError, FirstSuccess
 from dpctl.stub.server import BindError, StubServer, StubState, make_probes_app, make_spi_app
 
 UUID_A = "GPU-11111111-2222-3333-4444-555555555555"
+
+# A client of a TestServer serving an Application.
+Client = TestClient[web.Request, web.Application]
 
 
 class Flaky:
@@ -41,19 +45,19 @@ def flaky() -> Flaky:
 
 
 @pytest.fixture
-async def probes(state: StubState) -> AsyncIterator[TestClient]:
+async def probes(state: StubState) -> AsyncIterator[Client]:
     async with TestClient(TestServer(make_probes_app(state), host="127.0.0.1")) as client:
         yield client
 
 
 @pytest.fixture
-async def spi(state: StubState, flaky: Flaky) -> AsyncIterator[TestClient]:
+async def spi(state: StubState, flaky: Flaky) -> AsyncIterator[Client]:
     app = make_spi_app(state, FirstSuccess([("flaky", flaky)]))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
 
 
-async def test_ready_follows_the_relayed_readiness(probes: TestClient, spi: TestClient) -> None:
+async def test_ready_follows_the_relayed_readiness(probes: Client, spi: Client) -> None:
     resp = await probes.get("/ready")
     assert resp.status == 503
     resp = await spi.post("/v1/become-ready")
@@ -68,7 +72,7 @@ async def test_ready_follows_the_relayed_readiness(probes: TestClient, spi: Test
     assert (await probes.get("/ready")).status == 503
 
 
-async def test_accelerators_failure_is_503_with_reason_then_retried(spi: TestClient, flaky: Flaky) -> None:
+async def test_accelerators_failure_is_503_with_reason_then_retried(spi: Client, flaky: Flaky) -> None:
     resp = await spi.get("/v1/dual-pod/accelerators")
     assert resp.status == 503
     assert await resp.text() == "no GPUs found: nvidia-smi: not found on PATH"
@@ -80,7 +84,7 @@ async def test_accelerators_failure_is_503_with_reason_then_retried(spi: TestCli
     assert flaky.calls == 2
 
 
-async def test_accelerators_success_is_kept(spi: TestClient, flaky: Flaky) -> None:
+async def test_accelerators_success_is_kept(spi: Client, flaky: Flaky) -> None:
     flaky.uuids = [UUID_A]
     for _ in range(3):
         assert await (await spi.get("/v1/dual-pod/accelerators")).json() == [UUID_A]
@@ -96,7 +100,7 @@ async def test_accelerators_success_is_kept(spi: TestClient, flaky: Flaky) -> No
         ("POST", "/v1/become-ready", 404),
     ],
 )
-async def test_probes_rejects(probes: TestClient, method: str, path: str, status: int) -> None:
+async def test_probes_rejects(probes: Client, method: str, path: str, status: int) -> None:
     assert (await probes.request(method, path)).status == status
 
 
@@ -110,7 +114,7 @@ async def test_probes_rejects(probes: TestClient, method: str, path: str, status
         ("GET", "/v1/dual-pods/accelerators", 404),
     ],
 )
-async def test_spi_rejects(spi: TestClient, method: str, path: str, status: int) -> None:
+async def test_spi_rejects(spi: Client, method: str, path: str, status: int) -> None:
     assert (await spi.request(method, path)).status == status
 
 

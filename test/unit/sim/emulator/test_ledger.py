@@ -151,7 +151,7 @@ def test_sqlite_prunes_dead_holders(path: Path) -> None:
         assert conn.execute("SELECT pod FROM holds ORDER BY pod").fetchall() == [("ns/a",)]
 
 
-def run_at_once(n: int, work: Callable[[int], None]) -> None:
+def run_at_once(n: int, work: Callable[[int], object]) -> None:
     barrier = threading.Barrier(n)
     errors: list[BaseException] = []
 

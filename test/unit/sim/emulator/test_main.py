@@ -21,7 +21,7 @@ from dpsim.simenv import container_env, ledger_path
 from helpers import wait_for
 
 if TYPE_CHECKING:
-    from conftest import DpctlProcess, SpawnDpctl
+    from unit.conftest import DpctlProcess, SpawnDpctl
 
 EXIT_DEADLINE_S = 10
 START_DEADLINE_S = 20

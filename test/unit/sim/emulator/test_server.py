@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dpsim.emulator.args import ServeArgs
@@ -18,6 +19,9 @@ from dpsim.emulator.server import Emulator, EmulatorConfig, make_emulator_app
 from helpers import async_wait_for
 
 GPU = "GPU-00000000-0000-0000-0000-000000000000"
+
+# A client of a TestServer serving an Application.
+Client = TestClient[web.Request, web.Application]
 LOADING_FOREVER_S = 3600.0
 
 
@@ -40,14 +44,14 @@ def emulator(
 
 
 @asynccontextmanager
-async def serving(emu: Emulator, *, loaded: bool = True) -> AsyncIterator[TestClient]:
+async def serving(emu: Emulator, *, loaded: bool = True) -> AsyncIterator[Client]:
     async with TestClient(TestServer(make_emulator_app(emu), host="127.0.0.1")) as client:
         if loaded:
             await async_wait_for(lambda: health_ok(client), 10, "the emulator to load")
         yield client
 
 
-async def health_ok(client: TestClient) -> bool:
+async def health_ok(client: Client) -> bool:
     return (await client.get("/health")).status == 200
 
 
@@ -78,7 +82,7 @@ async def test_sleep_endpoints_need_sleep_mode_and_dev_mode(sleep_mode: bool, de
         assert (await client.get("/health")).status == 200
 
 
-async def is_sleeping(client: TestClient) -> bool:
+async def is_sleeping(client: Client) -> bool:
     resp = await client.get("/is_sleeping")
     assert resp.status == 200
     body = await resp.json()

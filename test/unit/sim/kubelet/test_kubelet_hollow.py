@@ -14,15 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dpctl.stub.main import EXIT_BIND_FAILED as EXIT_STUB_BIND_FAILED
+from dpctl.stub.main import EXIT_USAGE
 from dpsim.emulator.gputable import GpuTable, save_gpu_table
-from dpsim.kubelet.hollow import (
-    EXIT_EMULATOR_BIND_FAILED,
-    EXIT_GPU_FAILED,
-    EXIT_STUB_BIND_FAILED,
-    EXIT_USAGE,
-    HollowRuntime,
-    hollow_kind,
-)
+from dpsim.emulator.main import EXIT_BIND_FAILED as EXIT_EMULATOR_BIND_FAILED
+from dpsim.emulator.main import EXIT_GPU_FAILED
+from dpsim.kubelet.hollow import HollowRuntime, hollow_kind
 from dpsim.kubelet.logfiles import parse_entries
 from dpsim.kubelet.runtime import ContainerHandle, Exit, ExitCallback, Launch
 from dpsim.simenv import container_env

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -195,7 +195,7 @@ def _world(tmp_path: Path, pods: dict[str, dict[str, Any]]) -> World:
 class Recorder:
     events: list[tuple[str, str, str]]
 
-    def emit(self, pod: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def emit(self, pod: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
 
