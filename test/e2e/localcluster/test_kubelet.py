@@ -81,6 +81,13 @@ def container_pids(uid: str) -> list[int]:
     return found
 
 
+def recorded_allocations(local: Path) -> dict[str, Any]:
+    """allocations.json's pods. The kubelet writes it at most once a second (a burst of
+    admissions is one write), so a change shows up to a second later."""
+    pods: dict[str, Any] = json.loads((local / "allocations.json").read_text())["pods"]
+    return pods
+
+
 def http(method: str, url: str) -> tuple[int, bytes]:
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:
@@ -192,7 +199,9 @@ def test_requester_replicaset_gets_a_gpu_becomes_ready_and_ends_cleanly(
     uuids = json.loads(
         wait_for(lambda: http("GET", f"http://{ip}:8081/v1/dual-pod/accelerators")[1], 30, "the SPI")
     )
-    allocated = json.loads((local / "allocations.json").read_text())["pods"][uid]["gpus"]
+    allocated = wait_for(
+        lambda: recorded_allocations(local).get(uid), 10, "the allocation in allocations.json"
+    )["gpus"]
     table = json.loads((local / "gpus" / f"{node}.json").read_text())
     assert uuids == allocated
     assert len(uuids) == 1
@@ -210,7 +219,7 @@ def test_requester_replicaset_gets_a_gpu_becomes_ready_and_ends_cleanly(
     assert not any(
         psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids
     )
-    assert uid not in json.loads((local / "allocations.json").read_text())["pods"]
+    wait_for(lambda: uid not in recorded_allocations(local), 10, "the allocation gone from allocations.json")
 
 
 def test_more_gpus_than_any_node_has_stays_pending(kc: Kubectl) -> None:
