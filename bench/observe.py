@@ -103,7 +103,7 @@ class PodTracker:
         ann = meta.get("annotations") or {}
         labels = meta.get("labels") or {}
         uid, name = str(meta["uid"]), str(meta["name"])
-        if api.SERVER_PATCH_ANNOTATION in ann:
+        if api.ORIGINAL.server_patch in ann:
             req = self.requesters.get(uid)
             if req is None:
                 req = self.requesters[uid] = Requester(uid, name, str(labels.get(SET_LABEL, "")), now)

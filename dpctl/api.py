@@ -11,21 +11,55 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Annotations the user sets on the server-requesting Pod.
-SERVER_PATCH_ANNOTATION: Final = "dual-pod.llm-d.ai/server-patch"
-ADMIN_PORT_ANNOTATION: Final = "dual-pod.llm-d.ai/admin-port"
+
+@dataclass(frozen=True)
+class Dialect:
+    """One upstream version's spelling of the names that changed after 8ed2953 (contract §2b).
+
+    A requester's dialect is the prefix of its server-patch annotation; the controller answers
+    in it (status annotation, runner finalizer) and asks the stub's accelerators path of it first.
+    """
+
+    name: str
+    server_patch: str  # set by the user on the server-requesting Pod
+    admin_port: str  # set by the user; DEFAULT_ADMIN_PORT when absent
+    status: str  # set by the controller on the requester
+    runner_finalizer: str  # set by the controller on a bound runner
+    accelerators_path: str  # the stub's GPU query
+
+
+# The Go original at 8ed2953, which the recipe uses (note its mix of "dual-pod." and "dual-pods.").
+ORIGINAL: Final = Dialect(
+    name="8ed2953",
+    server_patch="dual-pod.llm-d.ai/server-patch",
+    admin_port="dual-pod.llm-d.ai/admin-port",
+    status="dual-pod.llm-d.ai/status",
+    runner_finalizer="dual-pods.llm-d.ai/runner",
+    accelerators_path="/v1/dual-pod/accelerators",
+)
+# Upstream's current names (553c7b7), renamed without back-compat.
+HEAD: Final = Dialect(
+    name="head",
+    server_patch="dual-pods.llm-d.ai/server-patch",
+    admin_port="dual-pods.llm-d.ai/admin-port",
+    status="dual-pods.llm-d.ai/status",
+    runner_finalizer="dual-pods.llm-d.ai/provider",
+    accelerators_path="/v1/dual-pods/accelerators",
+)
+DIALECTS: Final = (ORIGINAL, HEAD)
+# Either finalizer marks a bound runner, whichever controller version wrote it.
+RUNNER_FINALIZERS: Final = tuple(d.runner_finalizer for d in DIALECTS)
 DEFAULT_ADMIN_PORT: Final = 8081
 
 # Set by the controller.
-STATUS_ANNOTATION: Final = "dual-pod.llm-d.ai/status"
 REQUESTER_ANNOTATION: Final = "dual-pods.llm-d.ai/requester"
 NOMINAL_ANNOTATION: Final = "dual-pods.llm-d.ai/nominal"
 ACCELERATORS_ANNOTATION: Final = "dual-pods.llm-d.ai/accelerators"
-RUNNER_FINALIZER: Final = "dual-pods.llm-d.ai/runner"
 REQUESTER_FINALIZER: Final = "dual-pods.llm-d.ai/requester"
 DUAL_LABEL: Final = "dual-pods.llm-d.ai/dual"
 SLEEPING_LABEL: Final = "dual-pods.llm-d.ai/sleeping"
@@ -43,7 +77,10 @@ SPI_PORT_ENV: Final = "SPI_PORT"
 DEFAULT_PROBES_PORT: Final = 8080
 DEFAULT_SPI_PORT: Final = 8081
 READY_PATH: Final = "/ready"
-ACCELERATORS_PATH: Final = "/v1/dual-pod/accelerators"
+# HEAD's stub only (contract §2b): GPU memory in use per UUID, and the relayed server log.
+ACCELERATOR_MEMORY_PATH: Final = "/v1/dual-pods/accelerator-memory-usage"
+SET_LOG_PATH: Final = "/v1/set-log"
+SET_LOG_START_PARAM: Final = "startPos"
 BECOME_READY_PATH: Final = "/v1/become-ready"
 BECOME_UNREADY_PATH: Final = "/v1/become-unready"
 

@@ -27,7 +27,7 @@ class RequesterClient:
 
     async def accelerators(self, host: str, port: int) -> list[str]:
         """The GPU UUIDs the requester container was given (never empty)."""
-        url = pod_url(PURPOSE_ACCELERATORS, host, port, api.ACCELERATORS_PATH)
+        url = pod_url(PURPOSE_ACCELERATORS, host, port, api.ORIGINAL.accelerators_path)
         result = await self._http.call(PURPOSE_ACCELERATORS, "GET", url, timeout=self._timeout)
         try:
             return _parse_accelerators(result.body)

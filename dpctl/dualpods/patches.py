@@ -31,7 +31,7 @@ def unbinding() -> Patch:
         "metadata": {
             "annotations": {api.REQUESTER_ANNOTATION: None},
             "labels": {api.DUAL_LABEL: None},
-            _REMOVE_FINALIZERS: [api.RUNNER_FINALIZER],
+            _REMOVE_FINALIZERS: [api.ORIGINAL.runner_finalizer],
         }
     }
 
@@ -48,7 +48,7 @@ def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> Patch:
                 api.ACCELERATORS_ANNOTATION: ann.get(api.ACCELERATORS_ANNOTATION),
             },
             "labels": {api.DUAL_LABEL: podview.name(requester)},
-            "finalizers": [api.RUNNER_FINALIZER],
+            "finalizers": [api.ORIGINAL.runner_finalizer],
         }
     }
 
@@ -76,8 +76,8 @@ def requester_state(
     want_status = api.RequesterStatus(Errors=tuple(errors)).to_annotation()
     have_ann = podview.annotations(requester)
     new_ann: dict[str, str | None] = {}
-    if have_ann.get(api.STATUS_ANNOTATION) != want_status:
-        new_ann[api.STATUS_ANNOTATION] = want_status
+    if have_ann.get(api.ORIGINAL.status) != want_status:
+        new_ann[api.ORIGINAL.status] = want_status
     if not accelerators and runner is not None:
         accelerators = podview.annotations(runner).get(api.ACCELERATORS_ANNOTATION) or ""
     if accelerators and have_ann.get(api.ACCELERATORS_ANNOTATION) != accelerators:

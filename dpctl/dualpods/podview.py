@@ -23,7 +23,7 @@ from dpctl.kube.objects import uid as uid
 
 
 def is_requester(pod: Mapping[str, Any]) -> bool:
-    return api.SERVER_PATCH_ANNOTATION in annotations(pod)
+    return api.ORIGINAL.server_patch in annotations(pod)
 
 
 def is_runner(pod: Mapping[str, Any]) -> bool:
@@ -145,15 +145,15 @@ def gpu_indices(runner: Mapping[str, Any]) -> list[int]:
 
 def admin_port(requester: Mapping[str, Any]) -> int:
     """The requester's SPI port from its annotation; raises ValueError with a user-facing reason."""
-    raw = annotations(requester).get(api.ADMIN_PORT_ANNOTATION)
+    raw = annotations(requester).get(api.ORIGINAL.admin_port)
     if raw is None or raw == "":
         return api.DEFAULT_ADMIN_PORT
     try:
         port = int(raw.strip())
     except ValueError:
-        raise ValueError(f"annotation {api.ADMIN_PORT_ANNOTATION}={raw!r} is not a port number") from None
+        raise ValueError(f"annotation {api.ORIGINAL.admin_port}={raw!r} is not a port number") from None
     if not 0 < port < 65536:
-        raise ValueError(f"annotation {api.ADMIN_PORT_ANNOTATION}={raw!r} is out of range (1-65535)")
+        raise ValueError(f"annotation {api.ORIGINAL.admin_port}={raw!r} is out of range (1-65535)")
     return port
 
 
@@ -176,14 +176,14 @@ def node_unschedulable(node: Mapping[str, Any]) -> bool:
 
 def status_errors(requester: Mapping[str, Any]) -> tuple[str, ...]:
     """The errors the requester's status annotation reports (contract §3)."""
-    raw = annotations(requester).get(api.STATUS_ANNOTATION)
+    raw = annotations(requester).get(api.ORIGINAL.status)
     if not raw:
         return ()
     try:
         return api.RequesterStatus.model_validate_json(raw).errors
     except ValueError:
         # The controller only ever writes valid JSON; someone else wrote this one.
-        return (f"annotation {api.STATUS_ANNOTATION} is not the controller's JSON: {raw[:200]!r}",)
+        return (f"annotation {api.ORIGINAL.status} is not the controller's JSON: {raw[:200]!r}",)
 
 
 def sleeping_label(runner: Mapping[str, Any]) -> str | None:

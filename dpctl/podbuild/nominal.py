@@ -47,10 +47,9 @@ from dpctl.api import (
     HOSTNAME_LABEL,
     INFERENCE_SERVER_CONTAINER,
     NOMINAL_ANNOTATION,
+    ORIGINAL,
     REQUESTER_ANNOTATION,
-    RUNNER_FINALIZER,
     RUNNER_NAME_SUFFIX,
-    SERVER_PATCH_ANNOTATION,
     SLEEPING_LABEL,
 )
 from dpctl.podbuild.hashing import nominal_hash, short_hash
@@ -126,9 +125,9 @@ def build_runner(
     name, uid = metadata.get("name"), metadata.get("uid")
     if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid:
         raise BuildError("the server-requesting Pod has no name or UID")
-    patch_text = _mapping(metadata.get("annotations")).get(SERVER_PATCH_ANNOTATION)
+    patch_text = _mapping(metadata.get("annotations")).get(ORIGINAL.server_patch)
     if not isinstance(patch_text, str):
-        raise BuildError(f"the {SERVER_PATCH_ANNOTATION} annotation is missing")
+        raise BuildError(f"the {ORIGINAL.server_patch} annotation is missing")
     if gpu_uuids and len(gpu_uuids) != len(gpu_indices):
         raise ValueError(f"{len(gpu_uuids)} GPU UUIDs for {len(gpu_indices)} GPU indices")
     gpus = sorted(zip(gpu_indices, gpu_uuids or [""] * len(gpu_indices), strict=True))
@@ -138,11 +137,11 @@ def build_runner(
     try:
         check_runner_placement(patched, _mapping(requester.get("spec")), node, node_labels)
     except PlacementError as error:
-        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: {error}") from error
+        raise BuildError(f"{ORIGINAL.server_patch}: {error}") from error
     try:
         port = inference_server_port(patched)
     except PodValidationError as error:
-        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: in the patched Pod, {error}") from error
+        raise BuildError(f"{ORIGINAL.server_patch}: in the patched Pod, {error}") from error
     digest = nominal_hash(patched, node, indices)
     runner = runner_name(name)
     pod = {
@@ -174,7 +173,7 @@ def _runner_metadata(
         REQUESTER_ANNOTATION: f"{requester['uid']} {name}",
         ACCELERATORS_ANNOTATION: ",".join(uuids),
     }
-    metadata["finalizers"] = [RUNNER_FINALIZER]
+    metadata["finalizers"] = [ORIGINAL.runner_finalizer]
     return metadata
 
 
@@ -255,18 +254,18 @@ def _patched(base: dict[str, Any], template: str, node: str) -> dict[str, Any]:
     try:
         patched = strategic_merge_patch(base, patch)
     except PatchError as error:
-        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: cannot apply it: {error}") from error
+        raise BuildError(f"{ORIGINAL.server_patch}: cannot apply it: {error}") from error
     try:
         validate_pod(patched)
     except PodValidationError as error:
-        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: the patched Pod is invalid: {error}") from error
+        raise BuildError(f"{ORIGINAL.server_patch}: the patched Pod is invalid: {error}") from error
     beyond = [field for field in patched if field not in ("metadata", "spec")]
     beyond += [
         f"metadata.{field}" for field in _mapping(patched.get("metadata")) if field not in _PATCHABLE_METADATA
     ]
     if beyond:
         raise BuildError(
-            f"{SERVER_PATCH_ANNOTATION}: may set only metadata.labels, metadata.annotations and spec,"
+            f"{ORIGINAL.server_patch}: may set only metadata.labels, metadata.annotations and spec,"
             f" not {', '.join(beyond)}"
         )
     return patched
@@ -294,10 +293,10 @@ def _parse_patch(template: str, rendered: str) -> dict[str, Any]:
             where = f"line {error.line}: "
         else:  # the template added or removed lines, so say which text the number counts in
             where = f"line {error.line} of the rendered template: "
-        raise BuildError(f"{SERVER_PATCH_ANNOTATION}: {where}invalid YAML: {error.reason}") from error
+        raise BuildError(f"{ORIGINAL.server_patch}: {where}invalid YAML: {error.reason}") from error
     if not isinstance(patch, dict):
         raise BuildError(
-            f"{SERVER_PATCH_ANNOTATION}: must be a YAML mapping (of metadata and spec), not {_describe(patch)}"
+            f"{ORIGINAL.server_patch}: must be a YAML mapping (of metadata and spec), not {_describe(patch)}"
         )
     return patch
 

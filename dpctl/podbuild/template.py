@@ -36,7 +36,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from dpctl.api import SERVER_PATCH_ANNOTATION
+from dpctl.api import ORIGINAL
 
 TEMPLATE_MAX_BYTES: Final = 64 * 1024
 RENDERED_MAX_BYTES: Final = 256 * 1024
@@ -190,4 +190,4 @@ def _template_line(traceback: TracebackType | None) -> int | None:
 
 def _error(line: int | None, reason: str) -> TemplateError:
     where = f"line {line}: " if line is not None else ""
-    return TemplateError(f"{SERVER_PATCH_ANNOTATION}: {where}{reason}")
+    return TemplateError(f"{ORIGINAL.server_patch}: {where}{reason}")

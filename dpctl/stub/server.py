@@ -14,7 +14,7 @@ from typing import Final
 
 from aiohttp import web
 
-from dpctl.api import ACCELERATORS_PATH, BECOME_READY_PATH, BECOME_UNREADY_PATH, READY_PATH
+from dpctl.api import BECOME_READY_PATH, BECOME_UNREADY_PATH, DIALECTS, READY_PATH
 from dpctl.faults import Faults
 from dpctl.stub.discovery import DiscoveryError, GpuDiscovery
 from dpctl.stub.serving import bind, start_runner
@@ -48,7 +48,8 @@ def make_spi_app(state: StubState, discovery: GpuDiscovery, faults: Faults | Non
         faults.install(app)
     app[_STATE] = state
     app[_DISCOVERY] = discovery
-    app.router.add_get(ACCELERATORS_PATH, _accelerators)
+    for dialect in DIALECTS:  # an old and a new controller alike find the GPUs
+        app.router.add_get(dialect.accelerators_path, _accelerators)
     app.router.add_post(BECOME_READY_PATH, _become_ready)
     app.router.add_post(BECOME_UNREADY_PATH, _become_unready)
     return app

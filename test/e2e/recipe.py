@@ -116,9 +116,9 @@ def mkrs(
     instance = name.rsplit("-", 1)[-1] if "-" in name else name
     annotations: dict[str, str] = {}
     if admin_port is not None:
-        annotations[api.ADMIN_PORT_ANNOTATION] = admin_port
+        annotations[api.ORIGINAL.admin_port] = admin_port
     if patch is not None:
-        annotations[api.SERVER_PATCH_ANNOTATION] = patch if isinstance(patch, str) else patch.text()
+        annotations[api.ORIGINAL.server_patch] = patch if isinstance(patch, str) else patch.text()
     container: dict[str, Any] = {
         "name": "inference-server",
         "image": REQUESTER_IMAGE,
@@ -210,7 +210,7 @@ def requesters_of(pods: Sequence[Mapping[str, Any]], rs: str) -> list[Mapping[st
     return [
         p
         for p in pods
-        if api.SERVER_PATCH_ANNOTATION in (p["metadata"].get("annotations") or {})
+        if api.ORIGINAL.server_patch in (p["metadata"].get("annotations") or {})
         and any(o.get("name") == rs for o in p["metadata"].get("ownerReferences") or [])
     ]
 
@@ -240,7 +240,7 @@ def is_ready(pod: Mapping[str, Any] | None) -> bool:
 
 
 def status_errors(pod: Mapping[str, Any]) -> list[str]:
-    raw = (pod["metadata"].get("annotations") or {}).get(api.STATUS_ANNOTATION)
+    raw = (pod["metadata"].get("annotations") or {}).get(api.ORIGINAL.status)
     return list(json.loads(raw).get("Errors") or []) if raw else []
 
 

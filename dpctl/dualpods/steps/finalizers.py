@@ -34,8 +34,8 @@ async def patch_ignoring_gone(cx: Context, pod: RawObj, patch: Patch) -> None:
 
 
 async def drop_runner_finalizer(cx: Context, runner: RawObj) -> None:
-    if api.RUNNER_FINALIZER in podview.finalizers(runner):
-        await patch_ignoring_gone(cx, runner, patches.finalizer(api.RUNNER_FINALIZER, present=False))
+    if api.ORIGINAL.runner_finalizer in podview.finalizers(runner):
+        await patch_ignoring_gone(cx, runner, patches.finalizer(api.ORIGINAL.runner_finalizer, present=False))
         cx.log.progress("Removed finalizer from server-running Pod", runner=podview.name(runner))
 
 

@@ -101,7 +101,7 @@ class Row:
     gpu_map: Callable[[dict[str, dict[str, int]]], Mapping[str, str] | None] | None = None
 
 
-PATCH = api.SERVER_PATCH_ANNOTATION
+PATCH = api.ORIGINAL.server_patch
 BIG = "# " + "x" * (250 * 1024) + "\n" + GOOD_PATCH.text()  # the API server allows 256 KiB of annotations
 
 ROWS = [
@@ -217,13 +217,13 @@ ROWS = [
     ),
     Row(
         "admin-port-not-a-number",
-        (api.ADMIN_PORT_ANNOTATION, "is not a port number"),
+        (api.ORIGINAL.admin_port, "is not a port number"),
         "BadAdminPort",
         admin_port="eighty",
     ),
     Row(
         "admin-port-out-of-range",
-        (api.ADMIN_PORT_ANNOTATION, "out of range (1-65535)"),
+        (api.ORIGINAL.admin_port, "out of range (1-65535)"),
         "BadAdminPort",
         admin_port="70000",
     ),
@@ -250,22 +250,22 @@ ROWS = [
     Row(
         "stub-not-json",
         ("cannot get the GPUs from the requester", "response is not JSON"),
-        env=_stub_env({"path": api.ACCELERATORS_PATH, "status": 200, "body": "<html>oops"}),
+        env=_stub_env({"path": api.ORIGINAL.accelerators_path, "status": 200, "body": "<html>oops"}),
     ),
     Row(
         "stub-empty",
         ("cannot get the GPUs from the requester", "empty response body"),
-        env=_stub_env({"path": api.ACCELERATORS_PATH, "status": 200, "body": ""}),
+        env=_stub_env({"path": api.ORIGINAL.accelerators_path, "status": 200, "body": ""}),
     ),
     Row(
         "stub-500",
         ("cannot get the GPUs from the requester", "HTTP 500"),
-        env=_stub_env({"path": api.ACCELERATORS_PATH, "status": 500, "body": "nvidia-smi failed"}),
+        env=_stub_env({"path": api.ORIGINAL.accelerators_path, "status": 500, "body": "nvidia-smi failed"}),
     ),
     Row(
         "stub-hangs",
         ("cannot get the GPUs from the requester", "timed out after 5 s"),
-        env=_stub_env({"path": api.ACCELERATORS_PATH, "hang": True}),
+        env=_stub_env({"path": api.ORIGINAL.accelerators_path, "hang": True}),
     ),
 ]
 
@@ -353,7 +353,7 @@ def test_pod_without_server_patch_is_not_a_requester(setup: Setup) -> None:
         calls = _window(setup)
         pod = setup.kubectl.pod(name)
         assert pod is not None
-        assert api.STATUS_ANNOTATION not in podview.annotations(pod)
+        assert api.ORIGINAL.status not in podview.annotations(pod)
         assert not podview.finalizers(pod)
         assert not _events_about(setup, name) or all(
             e.get("source", {}).get("component") != "dual-pods-controller"
@@ -514,7 +514,7 @@ def test_refused_runner_is_tried_again_when_the_requester_changes_and_its_error_
         )
         assert refusal(), "the refusal still holds, so its error stays"
         setup.kubectl.run(
-            "annotate", "pod", name, "--overwrite", f"{api.SERVER_PATCH_ANNOTATION}={GOOD_PATCH.text()}"
+            "annotate", "pod", name, "--overwrite", f"{api.ORIGINAL.server_patch}={GOOD_PATCH.text()}"
         )
         _served(setup, name)
         wait_for(

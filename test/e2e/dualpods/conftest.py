@@ -170,7 +170,7 @@ def dump(kubectl: Kubectl, controller: HasLog | None, tail: int = 60) -> str:
     for pod in kubectl.pods():
         ann = pod["metadata"].get("annotations") or {}
         lines.append(
-            f"{pod['metadata']['name']}: status={ann.get(api.STATUS_ANNOTATION)} "
+            f"{pod['metadata']['name']}: status={ann.get(api.ORIGINAL.status)} "
             f"requester={ann.get(api.REQUESTER_ANNOTATION)} accelerators={ann.get(api.ACCELERATORS_ANNOTATION)} "
             f"finalizers={pod['metadata'].get('finalizers')} "
             f"deleting={bool(pod['metadata'].get('deletionTimestamp'))}"

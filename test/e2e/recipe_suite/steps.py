@@ -73,13 +73,13 @@ def assert_pair(
     assert cuda_visible_devices(runner) == ",".join(str(gpu_map[node][u]) for u in uuids), (
         f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(runner)!r} but gpu-map[{node}] maps {uuids}"
     )
-    assert api.STATUS_ANNOTATION in annotations_of(req), "no status annotation on the requester"
+    assert api.ORIGINAL.status in annotations_of(req), "no status annotation on the requester"
     assert status_errors(req) == []
     assert labels(req).get(api.DUAL_LABEL) == name_of(runner)
     assert labels(runner).get(api.DUAL_LABEL) == name_of(req)
     assert labels(runner).get(api.SLEEPING_LABEL) == "false"
     assert "app" not in labels(runner), "the server-patch drops the ReplicaSet's selector label"
-    assert api.RUNNER_FINALIZER in (runner["metadata"].get("finalizers") or [])
+    assert api.ORIGINAL.runner_finalizer in (runner["metadata"].get("finalizers") or [])
     assert api.REQUESTER_FINALIZER in (req["metadata"].get("finalizers") or [])
 
 

@@ -45,7 +45,7 @@ def test_a_broken_server_patch_is_a_status_error_without_runner_and_fixing_the_t
         "a status error on the requester",
     )
     (error,) = status_errors(req)
-    assert error.startswith(api.SERVER_PATCH_ANNOTATION), error
+    assert error.startswith(api.ORIGINAL.server_patch), error
     for w in words:
         assert w in error, f"{w!r} not in the status error {error!r}"
     dpctlr.wait_processed(0, "the requester")

@@ -73,7 +73,7 @@ def test_example_5_cordon_between_scheduling_and_runner_creation_deletes_the_req
     rs = unique_name()
     # The stub answers the GPU query after 8 s; the controller gives up after 5 s and retries, so
     # the requester stays scheduled without a runner for as long as the test needs.
-    slow = json.dumps([{"path": api.ACCELERATORS_PATH, "delay_s": 8}])
+    slow = json.dumps([{"path": api.ORIGINAL.accelerators_path, "delay_s": 8}])
     kubectl.apply(
         mkrs(
             rs,

@@ -83,8 +83,8 @@ VARIANTS: dict[str, tuple[ServerPatch, dict[str, str]]] = {
         {
             ENABLE_ENV: "1",
             RULES_ENV: _rules(
-                {"path": api.ACCELERATORS_PATH, "status": 500, "body": _INJECTED, "times": 1},
-                {"path": api.ACCELERATORS_PATH, "status": 200, "body": "<html>not JSON", "times": 1},
+                {"path": api.ORIGINAL.accelerators_path, "status": 500, "body": _INJECTED, "times": 1},
+                {"path": api.ORIGINAL.accelerators_path, "status": 200, "body": "<html>not JSON", "times": 1},
             ),
         },
     ),
@@ -92,10 +92,16 @@ VARIANTS: dict[str, tuple[ServerPatch, dict[str, str]]] = {
 
 # Faults a running stub can be given (on its SPI port); each bounded by `times`.
 STUB_FAULTS: list[tuple[str, list[dict[str, Any]]]] = [
-    ("stub-gpus-500", [{"path": api.ACCELERATORS_PATH, "status": 500, "body": _INJECTED, "times": 3}]),
-    ("stub-gpus-garbage", [{"path": api.ACCELERATORS_PATH, "status": 200, "body": "{[", "times": 2}]),
-    ("stub-gpus-empty", [{"path": api.ACCELERATORS_PATH, "status": 200, "body": "", "times": 2}]),
-    ("stub-gpus-hang", [{"path": api.ACCELERATORS_PATH, "hang": True, "times": 1}]),
+    (
+        "stub-gpus-500",
+        [{"path": api.ORIGINAL.accelerators_path, "status": 500, "body": _INJECTED, "times": 3}],
+    ),
+    (
+        "stub-gpus-garbage",
+        [{"path": api.ORIGINAL.accelerators_path, "status": 200, "body": "{[", "times": 2}],
+    ),
+    ("stub-gpus-empty", [{"path": api.ORIGINAL.accelerators_path, "status": 200, "body": "", "times": 2}]),
+    ("stub-gpus-hang", [{"path": api.ORIGINAL.accelerators_path, "hang": True, "times": 1}]),
     ("stub-ready-500", [{"path": api.BECOME_READY_PATH, "status": 500, "body": _INJECTED, "times": 3}]),
     ("stub-unready-500", [{"path": api.BECOME_UNREADY_PATH, "status": 500, "body": _INJECTED, "times": 2}]),
     ("stub-relay-hang", [{"path": api.BECOME_READY_PATH, "hang": True, "times": 1}]),

@@ -166,7 +166,7 @@ def convergence_problems(kubectl: Kubectl, ledger: Ledger, replicas: Mapping[str
 
 
 def _status_errors(pod: Mapping[str, Any]) -> list[str]:
-    raw = podview.annotations(pod).get(api.STATUS_ANNOTATION)
+    raw = podview.annotations(pod).get(api.ORIGINAL.status)
     if not raw:
         return []
     try:

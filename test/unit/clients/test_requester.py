@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 async def accelerators_server(serve: Serve, body: bytes, status: int = 200) -> int:
     app = web.Application()
-    app.router.add_get(api.ACCELERATORS_PATH, reply(body=body, status=status))
+    app.router.add_get(api.ORIGINAL.accelerators_path, reply(body=body, status=status))
     return await serve(app)
 
 
@@ -50,7 +50,7 @@ async def test_accelerators_rejects_bad_answers(
         await RequesterClient(http).accelerators("127.0.0.1", port)
     assert complaint in caught.value.detail
     assert caught.value.status == 200
-    assert caught.value.url == f"http://127.0.0.1:{port}{api.ACCELERATORS_PATH}"
+    assert caught.value.url == f"http://127.0.0.1:{port}{api.ORIGINAL.accelerators_path}"
 
 
 async def test_accelerators_http_error(http: HttpClient, serve: Serve) -> None:
@@ -65,7 +65,7 @@ async def test_accelerators_times_out(http: HttpClient, serve: Serve) -> None:
         raise AssertionError("unreachable")
 
     app = web.Application()
-    app.router.add_get(api.ACCELERATORS_PATH, hang)
+    app.router.add_get(api.ORIGINAL.accelerators_path, hang)
     port = await serve(app)
     with pytest.raises(HttpCallError, match=r"timed out after 0\.2 s"):
         await RequesterClient(http, timeout=0.2).accelerators("127.0.0.1", port)

@@ -56,7 +56,7 @@ def requester(
     deleting: bool = False,
     restarts: int = 0,
 ) -> dict[str, Any]:
-    ann = {api.SERVER_PATCH_ANNOTATION: patch, api.ADMIN_PORT_ANNOTATION: "8081"}
+    ann = {api.ORIGINAL.server_patch: patch, api.ORIGINAL.admin_port: "8081"}
     ann.update(annotations or {})
     pod: dict[str, Any] = {
         "apiVersion": "v1",
@@ -128,7 +128,7 @@ def runner(
     labels: dict[str, str] = {}
     if bound_to:
         ann[api.REQUESTER_ANNOTATION] = f"{bound_to[0]} {bound_to[1]}"
-        finalizers.append(api.RUNNER_FINALIZER)
+        finalizers.append(api.ORIGINAL.runner_finalizer)
         labels[api.DUAL_LABEL] = bound_to[1]
     if sleeping_label is not None:
         labels[api.SLEEPING_LABEL] = sleeping_label

@@ -11,7 +11,7 @@ from .fakes import requester, runner
 def test_a_requester_showing_everything_already_gets_no_patch() -> None:
     shown = requester(
         annotations={
-            api.STATUS_ANNOTATION: api.RequesterStatus(Errors=()).to_annotation(),
+            api.ORIGINAL.status: api.RequesterStatus(Errors=()).to_annotation(),
             api.ACCELERATORS_ANNOTATION: "GPU-0",
         },
         finalizers=[api.REQUESTER_FINALIZER],
@@ -25,7 +25,7 @@ def test_requester_state_sets_status_accelerators_dual_label_and_finalizer_at_on
     assert patch == {
         "metadata": {
             "annotations": {
-                api.STATUS_ANNOTATION: api.RequesterStatus(Errors=("oops",)).to_annotation(),
+                api.ORIGINAL.status: api.RequesterStatus(Errors=("oops",)).to_annotation(),
                 api.ACCELERATORS_ANNOTATION: "GPU-0",
             },
             "labels": {api.DUAL_LABEL: "req-a-server"},
@@ -52,8 +52,8 @@ def test_the_bound_runners_accelerators_stand_in_for_an_unasked_stub() -> None:
 
 
 def test_a_uid_precondition_keeps_the_rest_of_the_patch() -> None:
-    assert patches.of_uid(runner(), patches.finalizer(api.RUNNER_FINALIZER, present=False)) == {
-        "metadata": {"uid": "uid-r", "$deleteFromPrimitiveList/finalizers": [api.RUNNER_FINALIZER]}
+    assert patches.of_uid(runner(), patches.finalizer(api.ORIGINAL.runner_finalizer, present=False)) == {
+        "metadata": {"uid": "uid-r", "$deleteFromPrimitiveList/finalizers": [api.ORIGINAL.runner_finalizer]}
     }
 
 
@@ -62,6 +62,6 @@ def test_unbinding_removes_requester_dual_label_and_runner_finalizer_only() -> N
         "metadata": {
             "annotations": {api.REQUESTER_ANNOTATION: None},
             "labels": {api.DUAL_LABEL: None},
-            "$deleteFromPrimitiveList/finalizers": [api.RUNNER_FINALIZER],
+            "$deleteFromPrimitiveList/finalizers": [api.ORIGINAL.runner_finalizer],
         }
     }

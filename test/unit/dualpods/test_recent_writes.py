@@ -81,9 +81,7 @@ async def test_a_reconcile_right_after_another_does_not_repeat_its_writes() -> N
     answered = at(req, "15")
     answered["metadata"]["finalizers"] = [api.REQUESTER_FINALIZER]
     answered["metadata"]["labels"][api.DUAL_LABEL] = "req-a-server"
-    answered["metadata"]["annotations"][api.STATUS_ANNOTATION] = api.RequesterStatus(
-        Errors=()
-    ).to_annotation()
+    answered["metadata"]["annotations"][api.ORIGINAL.status] = api.RequesterStatus(Errors=()).to_annotation()
     recorder.world.pods["req-a"] = answered  # what Recorder.patch_pod returns
     await c.reconciler.reconcile(ServerKey("uid-a"))
     first = [a for a in recorder.actions if a[0] == "patch" and a[1] == "req-a"]

@@ -84,12 +84,12 @@ async def test_cold_start_creates_bound_runner_pinned_to_the_requesters_gpus(
     created = rec.actions[1][2]
     assert created["metadata"]["name"] == "req-a-server"
     assert created["metadata"]["annotations"][api.REQUESTER_ANNOTATION] == "uid-a req-a"
-    assert api.RUNNER_FINALIZER in created["metadata"]["finalizers"]
+    assert api.ORIGINAL.runner_finalizer in created["metadata"]["finalizers"]
     assert created["spec"]["nodeSelector"][api.HOSTNAME_LABEL] == "node-1"
     env = {e["name"]: e.get("value") for e in created["spec"]["containers"][0]["env"]}
     assert env["CUDA_VISIBLE_DEVICES"] == "2"
     status_patch = rec.actions[2][2]["metadata"]
-    assert json.loads(status_patch["annotations"][api.STATUS_ANNOTATION]) == {"Errors": []}
+    assert json.loads(status_patch["annotations"][api.ORIGINAL.status]) == {"Errors": []}
     assert status_patch["annotations"][api.ACCELERATORS_ANNOTATION] == gpu_uuid("node-1", 2)
     assert status_patch["labels"][api.DUAL_LABEL] == "req-a-server"
     assert "finalizers" not in status_patch  # the runner's container is not running yet
@@ -116,7 +116,7 @@ async def test_failed_gpu_query_is_reported_and_retried_never_cached(monkeypatch
     clock[0] += 6
     outcome = await r.reconcile(ServerKey("uid-a"))
     assert isinstance(outcome, Retry)
-    status = json.loads(patches_of(rec, "req-a")[0]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    status = json.loads(patches_of(rec, "req-a")[0]["metadata"]["annotations"][api.ORIGINAL.status])
     assert "cannot get the GPUs from the requester" in status["Errors"][0]
     rec.gpus[REQ_IP] = [gpu_uuid("node-1", 0)]
     assert await r.reconcile(ServerKey("uid-a")) == Done()
@@ -169,7 +169,7 @@ async def test_gpu_map_problems_become_status_errors_and_create_nothing(
     r, rec = make(world, gpus={REQ_IP: [uuid]})
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert "create" not in rec.verbs()
-    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.ORIGINAL.status])
     assert expect in status["Errors"][0]
     assert rec.events and rec.events[0][0] == "Warning"
 
@@ -191,7 +191,7 @@ async def test_bad_server_patch_is_a_status_error_without_runner(patch: str, exp
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert "create" not in rec.verbs()
-    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.ORIGINAL.status])
     assert expect in status["Errors"][0]
     assert ("status_error", "BadServerPatch") in rec.counts
 
@@ -199,13 +199,13 @@ async def test_bad_server_patch_is_a_status_error_without_runner(patch: str, exp
 @pytest.mark.parametrize("port", ["http", "0", "70000", "x"])
 async def test_bad_admin_port_is_a_status_error(port: str) -> None:
     world = World(
-        [requester(annotations={api.ADMIN_PORT_ANNOTATION: port})], [node()], gpu_map_cm({"node-1": 2})
+        [requester(annotations={api.ORIGINAL.admin_port: port})], [node()], gpu_map_cm({"node-1": 2})
     )
     r, rec = make(world)
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert "query_gpus" not in rec.verbs()
-    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
-    assert api.ADMIN_PORT_ANNOTATION in status["Errors"][0]
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.ORIGINAL.status])
+    assert api.ORIGINAL.admin_port in status["Errors"][0]
 
 
 async def test_status_error_is_not_rewritten_when_unchanged() -> None:
@@ -280,7 +280,7 @@ async def test_matching_sleeper_is_bound_before_it_is_woken() -> None:
     bind = rec.actions[1][2]["metadata"]
     assert bind["resourceVersion"] == "20"  # precondition: nobody changed the sleeper meanwhile
     assert bind["annotations"][api.REQUESTER_ANNOTATION] == "uid-a req-a"
-    assert bind["finalizers"] == [api.RUNNER_FINALIZER]
+    assert bind["finalizers"] == [api.ORIGINAL.runner_finalizer]
     assert rec.actions[3][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "false"}}}
     assert ("bind", "") in rec.counts and ("wake", "") in rec.counts
     assert "create" not in rec.verbs()
@@ -385,7 +385,7 @@ REFUSALS = [
 
 
 def status_of(patch: dict[str, Any]) -> list[str]:
-    errors: list[str] = json.loads(patch["metadata"]["annotations"][api.STATUS_ANNOTATION])["Errors"]
+    errors: list[str] = json.loads(patch["metadata"]["annotations"][api.ORIGINAL.status])["Errors"]
     return errors
 
 
@@ -476,7 +476,7 @@ async def test_gpu_query_error_is_cleared_once_the_stub_answers_even_while_waiti
     """No stale errors: the GPUs are still held by another server, so nothing is created yet, but
     the error about the stub no longer holds and goes at once."""
     stale = json.dumps({"Errors": ["cannot get the GPUs from the requester: connection refused"]})
-    req = requester(annotations={api.STATUS_ANNOTATION: stale})
+    req = requester(annotations={api.ORIGINAL.status: stale})
     other = runner(name="old-server", uid="uid-old", bound_to=("uid-old-req", "old"), gpus=(0,))
     world = World([req, other], [node()], gpu_map_cm({"node-1": 2}))
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
@@ -595,7 +595,7 @@ async def test_cordon_changes_nothing_for_a_bound_pair() -> None:
     )
     r, rec = make(world)
     r.memory.servers["uid-a"] = ServerState(awake_instance=("uid-r", 0))
-    world.pods["req-a"]["metadata"]["annotations"].update({api.STATUS_ANNOTATION: '{"Errors":[]}'})
+    world.pods["req-a"]["metadata"]["annotations"].update({api.ORIGINAL.status: '{"Errors":[]}'})
     world.pods["req-a"]["metadata"]["labels"][api.DUAL_LABEL] = "req-a-server"
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.actions == []
@@ -623,7 +623,7 @@ async def test_wake_failures_are_retried_then_the_runner_is_replaced(monkeypatch
     clock[0] += 30
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert ("delete", "req-a-server", "uid-r", None) in rec.actions
-    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.STATUS_ANNOTATION])
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.ORIGINAL.status])
     assert "CUDA out of memory" in status["Errors"][0]
 
 
@@ -654,7 +654,7 @@ async def test_requester_deletion_sleeps_then_unbinds_then_lets_go(caplog: pytes
     assert rec.actions[0][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
     unbind = rec.actions[2][2]["metadata"]
     assert unbind["annotations"] == {api.REQUESTER_ANNOTATION: None}
-    assert unbind["$deleteFromPrimitiveList/finalizers"] == [api.RUNNER_FINALIZER]
+    assert unbind["$deleteFromPrimitiveList/finalizers"] == [api.ORIGINAL.runner_finalizer]
     assert rec.actions[3][1] == "req-a"
     assert rec.actions[3][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.REQUESTER_FINALIZER]
     messages = [x.getMessage() for x in caplog.records]
@@ -740,7 +740,9 @@ async def test_runner_deleted_by_someone_else_takes_the_requester_along() -> Non
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.actions[0] == ("delete", "req-a", "uid-a", None)
     assert rec.actions[1][1] == "req-a-server"
-    assert rec.actions[1][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.RUNNER_FINALIZER]
+    assert rec.actions[1][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [
+        api.ORIGINAL.runner_finalizer
+    ]
     # The runner's container still runs: the requester keeps its finalizer for now.
     assert len(rec.actions) == 2
     await r.reconcile(ServerKey("uid-a"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dpctl.api import SERVER_PATCH_ANNOTATION
+from dpctl.api import ORIGINAL
 from dpctl.podbuild.hashing import canonical_json, nominal_hash, short_hash
 from dpctl.podbuild.nominal import build_runner
 
@@ -114,7 +114,7 @@ def test_depends_on_node_gpus_and_patch(
     changed = copy.deepcopy(requester)
     if patch_change is not None:
         annotations = changed["metadata"]["annotations"]
-        annotations[SERVER_PATCH_ANNOTATION] = annotations[SERVER_PATCH_ANNOTATION].replace(*patch_change)
+        annotations[ORIGINAL.server_patch] = annotations[ORIGINAL.server_patch].replace(*patch_change)
     assert (
         build_runner(changed, node, gpus, []).nominal_hash
         != build_runner(requester, "gpu-node-1", [3], []).nominal_hash

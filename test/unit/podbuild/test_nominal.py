@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpctl.api import NOMINAL_ANNOTATION, SERVER_PATCH_ANNOTATION
+from dpctl.api import NOMINAL_ANNOTATION, ORIGINAL
 from dpctl.podbuild import BuildError, build_runner, fallback_runner_name, runner_name
 from dpctl.podbuild.nominal import MAX_NAME_LENGTH, runner_base
 
@@ -29,7 +29,7 @@ def requester_with(patch: str, **spec: Any) -> dict[str, Any]:
             "namespace": "ns",
             "uid": "u-1",
             "labels": {"app": "x"},
-            "annotations": {SERVER_PATCH_ANNOTATION: patch},
+            "annotations": {ORIGINAL.server_patch: patch},
         },
         "spec": {"containers": containers, **spec},
     }
@@ -60,7 +60,7 @@ def test_jinja_spelling_gives_the_same_runner(data: Data) -> None:
     go = data("requester-staging.yaml")
     jinja = copy.deepcopy(go)
     annotations = jinja["metadata"]["annotations"]
-    annotations[SERVER_PATCH_ANNOTATION] = annotations[SERVER_PATCH_ANNOTATION].replace(
+    annotations[ORIGINAL.server_patch] = annotations[ORIGINAL.server_patch].replace(
         "{{ .NodeName }}", "{{NodeName}}"
     )
     assert build_runner(jinja, "gpu-node-1", [3], [UUID]) == build_runner(go, "gpu-node-1", [3], [UUID])
@@ -236,7 +236,7 @@ def test_renamed() -> None:
     assert (other.nominal_hash, other.server_port) == (runner.nominal_hash, runner.server_port)
 
 
-A = SERVER_PATCH_ANNOTATION
+A = ORIGINAL.server_patch
 
 
 @pytest.mark.parametrize(
@@ -318,7 +318,7 @@ def test_build_errors(patch: str, message: str) -> None:
 def test_build_error_without_annotation() -> None:
     requester = requester_with(GOOD_PATCH)
     del requester["metadata"]["annotations"]
-    with pytest.raises(BuildError, match=f"the {SERVER_PATCH_ANNOTATION} annotation is missing"):
+    with pytest.raises(BuildError, match=f"the {ORIGINAL.server_patch} annotation is missing"):
         build_runner(requester, "n", [0], [])
 
 

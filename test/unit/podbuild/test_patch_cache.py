@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dpctl.api import SERVER_PATCH_ANNOTATION
+from dpctl.api import ORIGINAL
 from dpctl.podbuild import BuildError, build_runner, nominal, yamltext
 
 PATCH = """\
@@ -29,7 +29,7 @@ def requester(name: str, patch: str = PATCH) -> dict[str, Any]:
             "name": name,
             "namespace": "ns",
             "uid": f"u-{name}",
-            "annotations": {SERVER_PATCH_ANNOTATION: patch},
+            "annotations": {ORIGINAL.server_patch: patch},
         },
         "spec": {"containers": [{"name": "inference-server", "image": "stub"}]},
     }

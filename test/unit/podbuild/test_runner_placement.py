@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dpctl.api import HOSTNAME_LABEL, SERVER_PATCH_ANNOTATION
+from dpctl.api import HOSTNAME_LABEL, ORIGINAL
 from dpctl.podbuild import BuildError, build_runner
 
 NODE = "gpu-node-1"
@@ -31,7 +31,7 @@ def requester(patch_spec: dict[str, Any], **spec: Any) -> dict[str, Any]:
             "name": "req",
             "namespace": "ns",
             "uid": "u-1",
-            "annotations": {SERVER_PATCH_ANNOTATION: patch},
+            "annotations": {ORIGINAL.server_patch: patch},
         },
         "spec": {"nodeName": NODE, "containers": [{"name": "inference-server", "image": "stub"}], **spec},
     }
@@ -153,7 +153,7 @@ def test_placement_elsewhere_is_a_build_error_naming_the_field(spec: dict[str, A
     with pytest.raises(BuildError) as caught:
         build_runner(requester(spec), NODE, [0], [], LABELS)
     message = str(caught.value)
-    assert message.startswith(f"{SERVER_PATCH_ANNOTATION}: {field}")
+    assert message.startswith(f"{ORIGINAL.server_patch}: {field}")
     assert f"must run on the requester's Node '{NODE}'" in message or "scheduler" in message
 
 

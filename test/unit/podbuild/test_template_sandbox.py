@@ -20,12 +20,12 @@ import pytest
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from dpctl.api import SERVER_PATCH_ANNOTATION
+from dpctl.api import ORIGINAL
 from dpctl.podbuild import template
 from dpctl.podbuild.template import MAX_NESTING, SAFE_FILTERS, TemplateError, render_server_patch
 
 DATA = {"NodeName": "gpu-node-1"}
-PREFIX = f"{SERVER_PATCH_ANNOTATION}: "
+PREFIX = f"{ORIGINAL.server_patch}: "
 
 
 def refused(text: str, data: Mapping[str, Any] = DATA) -> str:

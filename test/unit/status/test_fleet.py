@@ -39,7 +39,7 @@ def with_gpus(pod: dict[str, Any], *uuids: str) -> dict[str, Any]:
 
 
 def with_status(pod: dict[str, Any], *errors: str) -> dict[str, Any]:
-    pod["metadata"]["annotations"][api.STATUS_ANNOTATION] = json.dumps({"Errors": list(errors)})
+    pod["metadata"]["annotations"][api.ORIGINAL.status] = json.dumps({"Errors": list(errors)})
     return pod
 
 
@@ -265,7 +265,7 @@ def test_a_terminating_sleeper_is_shown_as_such() -> None:
 
 def test_requester_problems() -> None:
     bad_status = requester("req-a", "uid-a")
-    bad_status["metadata"]["annotations"][api.STATUS_ANNOTATION] = "not json"
+    bad_status["metadata"]["annotations"][api.ORIGINAL.status] = "not json"
     report = fleet.build(
         "ns",
         [

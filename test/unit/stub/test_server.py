@@ -111,7 +111,8 @@ async def test_probes_rejects(probes: Client, method: str, path: str, status: in
         ("GET", "/v1/become-unready", 405),
         ("POST", "/v1/dual-pod/accelerators", 405),
         ("GET", "/ready", 404),
-        ("GET", "/v1/dual-pods/accelerators", 404),
+        ("POST", "/v1/dual-pods/accelerators", 405),
+        ("GET", "/v1/dual-pods/accelerator", 404),
     ],
 )
 async def test_spi_rejects(spi: Client, method: str, path: str, status: int) -> None:

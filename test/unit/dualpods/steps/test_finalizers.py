@@ -42,7 +42,12 @@ async def test_dropping_the_runner_finalizer_is_a_uid_preconditioned_patch() -> 
     assert pods.patches == [
         (
             "req-a-server",
-            {"metadata": {"uid": "uid-r", "$deleteFromPrimitiveList/finalizers": [api.RUNNER_FINALIZER]}},
+            {
+                "metadata": {
+                    "uid": "uid-r",
+                    "$deleteFromPrimitiveList/finalizers": [api.ORIGINAL.runner_finalizer],
+                }
+            },
         )
     ]
 
