@@ -56,6 +56,13 @@ DIALECTS: Final = (ORIGINAL, HEAD)
 RUNNER_FINALIZERS: Final = tuple(d.runner_finalizer for d in DIALECTS)
 DEFAULT_ADMIN_PORT: Final = 8081
 
+
+def dialects_of(annotations: Mapping[str, str]) -> tuple[Dialect, ...]:
+    """The dialects whose server-patch annotation a Pod carries: none (not a requester), one, or
+    both (a requester in error: the two dialects' patches may disagree)."""
+    return tuple(d for d in DIALECTS if d.server_patch in annotations)
+
+
 # Set by the controller.
 REQUESTER_ANNOTATION: Final = "dual-pods.llm-d.ai/requester"
 NOMINAL_ANNOTATION: Final = "dual-pods.llm-d.ai/nominal"

@@ -54,7 +54,7 @@ class Stubs:
     def __init__(self, requesters: RequesterClient) -> None:
         self.requesters = requesters
 
-    async def query_gpus(self, host: str, port: int) -> list[str]:
+    async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
         return await self.requesters.accelerators(host, port)
 
     async def relay(self, host: str, port: int, ready: bool) -> None:

@@ -1,7 +1,8 @@
 """The decision of contract §5, pure: from the cached requester, runner and Node, which step.
 
 Read top to bottom, :func:`decide` is §5's order of precedence: a runner being deleted is
-reflected first; a requester gone or going releases its runner; a requester not yet placed (or
+reflected first; a requester gone or going releases its runner; a requester that carries the
+server-patch annotation of both dialects (§2b) is refused; a requester not yet placed (or
 on a Node absent or departing) waits for its Node; a bound pair is served; a requester on a
 cordoned Node without a runner is deleted; anything else is actuated.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from dpctl import api
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
 
@@ -30,6 +32,13 @@ class ReflectRunnerDeletion:
 class Release:
     requester: RawObj | None
     runner: RawObj | None
+
+
+@dataclass(frozen=True)
+class RefuseTwoDialects:
+    """Both server-patch annotations: which one to serve is the user's call, not ours."""
+
+    requester: RawObj
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,16 @@ class Actuate:
     node_labels: Mapping[str, str]
 
 
-Step = Forget | ReflectRunnerDeletion | Release | AwaitNode | ServeBound | DeleteOnCordon | Actuate
+Step = (
+    Forget
+    | ReflectRunnerDeletion
+    | Release
+    | RefuseTwoDialects
+    | AwaitNode
+    | ServeBound
+    | DeleteOnCordon
+    | Actuate
+)
 
 
 def decide(requester: RawObj | None, runner: RawObj | None, node: RawObj | None) -> Step:
@@ -66,6 +84,8 @@ def decide(requester: RawObj | None, runner: RawObj | None, node: RawObj | None)
         return ReflectRunnerDeletion(requester, runner)
     if requester is None or podview.is_deleting(requester):
         return Release(requester, runner)
+    if len(api.dialects_of(podview.annotations(requester))) > 1:
+        return RefuseTwoDialects(requester)
     if node is None or podview.is_deleting(node):
         return AwaitNode()
     if runner is not None:

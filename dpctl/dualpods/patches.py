@@ -26,12 +26,13 @@ def sleeping_label(asleep: bool) -> Patch:
 
 
 def unbinding() -> Patch:
-    """A runner put to sleep goes back to the pool: no requester, no dual label, no finalizer."""
+    """A runner put to sleep goes back to the pool: no requester, no dual label, no finalizer
+    (of either dialect: it may have been bound by another controller version)."""
     return {
         "metadata": {
             "annotations": {api.REQUESTER_ANNOTATION: None},
             "labels": {api.DUAL_LABEL: None},
-            _REMOVE_FINALIZERS: [api.ORIGINAL.runner_finalizer],
+            _REMOVE_FINALIZERS: list(api.RUNNER_FINALIZERS),
         }
     }
 
@@ -48,7 +49,7 @@ def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> Patch:
                 api.ACCELERATORS_ANNOTATION: ann.get(api.ACCELERATORS_ANNOTATION),
             },
             "labels": {api.DUAL_LABEL: podview.name(requester)},
-            "finalizers": [api.ORIGINAL.runner_finalizer],
+            "finalizers": [podview.dialect(requester).runner_finalizer],
         }
     }
 
@@ -56,7 +57,20 @@ def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> Patch:
 def finalizer(name: str, present: bool) -> Patch:
     if present:
         return {"metadata": {"finalizers": [name]}}
-    return {"metadata": {_REMOVE_FINALIZERS: [name]}}
+    return without_finalizers([name])
+
+
+def without_finalizers(names: Sequence[str]) -> Patch:
+    return {"metadata": {_REMOVE_FINALIZERS: list(names)}}
+
+
+def status_in_every_dialect(requester: RawObj, errors: Sequence[str]) -> Patch | None:
+    """The status annotation of both dialects, for a requester whose dialect is unclear (it
+    carries both server-patch annotations), so a user of either version sees why; None when set."""
+    want = api.RequesterStatus(Errors=tuple(errors)).to_annotation()
+    have = podview.annotations(requester)
+    changed = {d.status: want for d in api.DIALECTS if have.get(d.status) != want}
+    return {"metadata": {"annotations": changed}} if changed else None
 
 
 def of_uid(pod: RawObj, patch: Patch) -> Patch:
@@ -76,8 +90,12 @@ def requester_state(
     want_status = api.RequesterStatus(Errors=tuple(errors)).to_annotation()
     have_ann = podview.annotations(requester)
     new_ann: dict[str, str | None] = {}
-    if have_ann.get(api.ORIGINAL.status) != want_status:
-        new_ann[api.ORIGINAL.status] = want_status
+    status_key = podview.dialect(requester).status
+    if have_ann.get(status_key) != want_status:
+        new_ann[status_key] = want_status
+    for other in api.DIALECTS:  # left by a time it carried both server-patches: stale now
+        if other.status != status_key and other.status in have_ann:
+            new_ann[other.status] = None
     if not accelerators and runner is not None:
         accelerators = podview.annotations(runner).get(api.ACCELERATORS_ANNOTATION) or ""
     if accelerators and have_ann.get(api.ACCELERATORS_ANNOTATION) != accelerators:

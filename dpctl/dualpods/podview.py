@@ -23,7 +23,18 @@ from dpctl.kube.objects import uid as uid
 
 
 def is_requester(pod: Mapping[str, Any]) -> bool:
-    return api.ORIGINAL.server_patch in annotations(pod)
+    """Carries a server-patch annotation, in either dialect (contract §2b)."""
+    return bool(api.dialects_of(annotations(pod)))
+
+
+def dialect(requester: Mapping[str, Any]) -> api.Dialect:
+    """The dialect the controller answers a requester in: that of its server-patch annotation.
+
+    A requester with both annotations is refused before anything else (`decide`); the original
+    dialect is its answer's spelling only where one is needed, e.g. reading its admin port.
+    """
+    found = api.dialects_of(annotations(requester))
+    return found[0] if len(found) == 1 else api.ORIGINAL
 
 
 def is_runner(pod: Mapping[str, Any]) -> bool:
@@ -145,16 +156,23 @@ def gpu_indices(runner: Mapping[str, Any]) -> list[int]:
 
 def admin_port(requester: Mapping[str, Any]) -> int:
     """The requester's SPI port from its annotation; raises ValueError with a user-facing reason."""
-    raw = annotations(requester).get(api.ORIGINAL.admin_port)
+    key = dialect(requester).admin_port
+    raw = annotations(requester).get(key)
     if raw is None or raw == "":
         return api.DEFAULT_ADMIN_PORT
     try:
         port = int(raw.strip())
     except ValueError:
-        raise ValueError(f"annotation {api.ORIGINAL.admin_port}={raw!r} is not a port number") from None
+        raise ValueError(f"annotation {key}={raw!r} is not a port number") from None
     if not 0 < port < 65536:
-        raise ValueError(f"annotation {api.ORIGINAL.admin_port}={raw!r} is out of range (1-65535)")
+        raise ValueError(f"annotation {key}={raw!r} is out of range (1-65535)")
     return port
+
+
+def runner_finalizers(runner: Mapping[str, Any]) -> list[str]:
+    """The bound-runner finalizers a Pod carries, of either dialect (another controller version
+    may have bound it)."""
+    return [f for f in finalizers(runner) if f in api.RUNNER_FINALIZERS]
 
 
 def manager_time(pod: Mapping[str, Any], manager: str = api.FIELD_MANAGER) -> str:
@@ -176,14 +194,15 @@ def node_unschedulable(node: Mapping[str, Any]) -> bool:
 
 def status_errors(requester: Mapping[str, Any]) -> tuple[str, ...]:
     """The errors the requester's status annotation reports (contract §3)."""
-    raw = annotations(requester).get(api.ORIGINAL.status)
+    key = dialect(requester).status
+    raw = annotations(requester).get(key)
     if not raw:
         return ()
     try:
         return api.RequesterStatus.model_validate_json(raw).errors
     except ValueError:
         # The controller only ever writes valid JSON; someone else wrote this one.
-        return (f"annotation {api.ORIGINAL.status} is not the controller's JSON: {raw[:200]!r}",)
+        return (f"annotation {key} is not the controller's JSON: {raw[:200]!r}",)
 
 
 def sleeping_label(runner: Mapping[str, Any]) -> str | None:

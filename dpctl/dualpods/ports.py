@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from dpctl import api
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.podview import RawObj
 
@@ -36,7 +37,7 @@ DeleteReason = Literal[
     "sleeper-limit",
 ]
 # What kind of user mistake a status error reports (dpctl_status_errors{reason}, the Event reason).
-ErrorReason = Literal["BadAdminPort", "GpuMap", "BadServerPatch", "RunnerRefused"]
+ErrorReason = Literal["BadAdminPort", "GpuMap", "BadServerPatch", "RunnerRefused", "TwoDialects"]
 Path = Literal["cold", "hot"]
 
 
@@ -57,7 +58,9 @@ class PodWrites(Protocol):
 
 
 class StubCalls(Protocol):
-    async def query_gpus(self, host: str, port: int) -> list[str]: ...
+    async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
+        """The stub's GPU UUIDs, asked at ``dialect``'s path first (contract §2b)."""
+        ...
 
     async def relay(self, host: str, port: int, ready: bool) -> None: ...
 

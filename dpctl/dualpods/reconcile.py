@@ -13,7 +13,7 @@ from dpctl.dualpods.keys import RunnerKey, ServerKey
 from dpctl.dualpods.latency import Stamps
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Ports
-from dpctl.dualpods.steps import actuation, pool, serving, teardown
+from dpctl.dualpods.steps import actuation, finalizers, pool, serving, teardown
 from dpctl.dualpods.steps.context import Cache, Context, Settings
 from dpctl.kube import ApiError, is_transient
 from dpctl.workqueue.outcome import Done, Outcome, Retry
@@ -70,6 +70,8 @@ class Reconciler:
                 return await teardown.reflect_runner_deletion(cx, st, requester, runner)
             case decide.Release(requester, runner):
                 return await teardown.release(cx, st, requester, runner)
+            case decide.RefuseTwoDialects(requester):
+                return await finalizers.refuse_two_dialects(cx, requester)
             case decide.AwaitNode():
                 return Done()
             case decide.ServeBound(requester, runner):

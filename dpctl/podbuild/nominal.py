@@ -47,10 +47,12 @@ from dpctl.api import (
     HOSTNAME_LABEL,
     INFERENCE_SERVER_CONTAINER,
     NOMINAL_ANNOTATION,
-    ORIGINAL,
     REQUESTER_ANNOTATION,
     RUNNER_NAME_SUFFIX,
     SLEEPING_LABEL,
+    DIALECTS,
+    Dialect,
+    dialects_of,
 )
 from dpctl.podbuild.hashing import nominal_hash, short_hash
 from dpctl.podbuild.placement import PlacementError, check_runner_placement
@@ -81,6 +83,10 @@ _PATCHABLE_METADATA: Final = ("labels", "annotations")
 
 class BuildError(Exception):
     """A problem the user can fix; ``str()`` is the text for the requester's status annotation."""
+
+
+class _PatchProblem(Exception):
+    """A problem of the server-patch's text; `build_runner` names the annotation (its dialect's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,36 +131,49 @@ def build_runner(
     name, uid = metadata.get("name"), metadata.get("uid")
     if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid:
         raise BuildError("the server-requesting Pod has no name or UID")
-    patch_text = _mapping(metadata.get("annotations")).get(ORIGINAL.server_patch)
+    found = dialects_of(_mapping(metadata.get("annotations")))
+    if len(found) != 1:
+        names = " and ".join(d.server_patch for d in DIALECTS)
+        raise BuildError(f"the Pod must carry exactly one of the annotations {names}")
+    dialect = found[0]
+    patch_text = _mapping(metadata.get("annotations"))[dialect.server_patch]
     if not isinstance(patch_text, str):
-        raise BuildError(f"the {ORIGINAL.server_patch} annotation is missing")
+        raise BuildError(f"the {dialect.server_patch} annotation is not a string")
     if gpu_uuids and len(gpu_uuids) != len(gpu_indices):
         raise ValueError(f"{len(gpu_uuids)} GPU UUIDs for {len(gpu_indices)} GPU indices")
     gpus = sorted(zip(gpu_indices, gpu_uuids or [""] * len(gpu_indices), strict=True))
     indices = [index for index, _ in gpus]
     uuids = [uuid for _, uuid in gpus if uuid]
-    patched = _patched(runner_base(requester), patch_text, node)
     try:
-        check_runner_placement(patched, _mapping(requester.get("spec")), node, node_labels)
-    except PlacementError as error:
-        raise BuildError(f"{ORIGINAL.server_patch}: {error}") from error
-    try:
-        port = inference_server_port(patched)
-    except PodValidationError as error:
-        raise BuildError(f"{ORIGINAL.server_patch}: in the patched Pod, {error}") from error
+        patched = _patched(runner_base(requester), patch_text, node)
+        try:
+            check_runner_placement(patched, _mapping(requester.get("spec")), node, node_labels)
+        except PlacementError as error:
+            raise _PatchProblem(str(error)) from error
+        try:
+            port = inference_server_port(patched)
+        except PodValidationError as error:
+            raise _PatchProblem(f"in the patched Pod, {error}") from error
+    except _PatchProblem as problem:
+        raise BuildError(f"{dialect.server_patch}: {problem}") from problem
     digest = nominal_hash(patched, node, indices)
     runner = runner_name(name)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _runner_metadata(patched, runner, metadata, digest, uuids),
+        "metadata": _runner_metadata(patched, runner, metadata, digest, uuids, dialect),
         "spec": _pinned(patched, node, indices),
     }
     return Runner(runner, pod, digest, port)
 
 
 def _runner_metadata(
-    patched: dict[str, Any], runner: str, requester: dict[str, Any], digest: str, uuids: Sequence[str]
+    patched: dict[str, Any],
+    runner: str,
+    requester: dict[str, Any],
+    digest: str,
+    uuids: Sequence[str],
+    dialect: Dialect,
 ) -> dict[str, Any]:
     """Step 6: the patched labels and annotations, plus the binding to the requester."""
     name = requester["name"]
@@ -173,7 +192,7 @@ def _runner_metadata(
         REQUESTER_ANNOTATION: f"{requester['uid']} {name}",
         ACCELERATORS_ANNOTATION: ",".join(uuids),
     }
-    metadata["finalizers"] = [ORIGINAL.runner_finalizer]
+    metadata["finalizers"] = [dialect.runner_finalizer]
     return metadata
 
 
@@ -254,19 +273,18 @@ def _patched(base: dict[str, Any], template: str, node: str) -> dict[str, Any]:
     try:
         patched = strategic_merge_patch(base, patch)
     except PatchError as error:
-        raise BuildError(f"{ORIGINAL.server_patch}: cannot apply it: {error}") from error
+        raise _PatchProblem(f"cannot apply it: {error}") from error
     try:
         validate_pod(patched)
     except PodValidationError as error:
-        raise BuildError(f"{ORIGINAL.server_patch}: the patched Pod is invalid: {error}") from error
+        raise _PatchProblem(f"the patched Pod is invalid: {error}") from error
     beyond = [field for field in patched if field not in ("metadata", "spec")]
     beyond += [
         f"metadata.{field}" for field in _mapping(patched.get("metadata")) if field not in _PATCHABLE_METADATA
     ]
     if beyond:
-        raise BuildError(
-            f"{ORIGINAL.server_patch}: may set only metadata.labels, metadata.annotations and spec,"
-            f" not {', '.join(beyond)}"
+        raise _PatchProblem(
+            f"may set only metadata.labels, metadata.annotations and spec, not {', '.join(beyond)}"
         )
     return patched
 
@@ -279,7 +297,7 @@ def _server_patch(template: str, node: str) -> dict[str, Any]:
     try:
         rendered = render_server_patch(template, {"NodeName": node})
     except TemplateError as error:
-        raise BuildError(str(error)) from error
+        raise _PatchProblem(str(error)) from error
     return _parse_patch(template, rendered)
 
 
@@ -293,11 +311,9 @@ def _parse_patch(template: str, rendered: str) -> dict[str, Any]:
             where = f"line {error.line}: "
         else:  # the template added or removed lines, so say which text the number counts in
             where = f"line {error.line} of the rendered template: "
-        raise BuildError(f"{ORIGINAL.server_patch}: {where}invalid YAML: {error.reason}") from error
+        raise _PatchProblem(f"{where}invalid YAML: {error.reason}") from error
     if not isinstance(patch, dict):
-        raise BuildError(
-            f"{ORIGINAL.server_patch}: must be a YAML mapping (of metadata and spec), not {_describe(patch)}"
-        )
+        raise _PatchProblem(f"must be a YAML mapping (of metadata and spec), not {_describe(patch)}")
     return patch
 
 

@@ -36,8 +36,6 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from dpctl.api import ORIGINAL
-
 TEMPLATE_MAX_BYTES: Final = 64 * 1024
 RENDERED_MAX_BYTES: Final = 256 * 1024
 SAFE_FILTERS: Final = frozenset({"lower", "upper", "trim"})
@@ -89,6 +87,7 @@ _GO_FIELD: Final = re.compile(r"(\{\{-?\s*)\.(?=[A-Za-z_][A-Za-z0-9_]*\s*-?\}\})
 
 
 class TemplateError(Exception):
+    # The message says where and what, not which annotation: that depends on the dialect.
     """The server-patch template cannot be rendered; the message says where and why."""
 
 
@@ -190,4 +189,4 @@ def _template_line(traceback: TracebackType | None) -> int | None:
 
 def _error(line: int | None, reason: str) -> TemplateError:
     where = f"line {line}: " if line is not None else ""
-    return TemplateError(f"{ORIGINAL.server_patch}: {where}{reason}")
+    return TemplateError(f"{where}{reason}")

@@ -37,7 +37,11 @@ async def actuate(
     uuids = st.known_gpus(requester)
     if not uuids:
         try:
-            uuids = tuple(await cx.ports.stubs.query_gpus(podview.pod_ip(requester), admin_port))
+            uuids = tuple(
+                await cx.ports.stubs.query_gpus(
+                    podview.pod_ip(requester), admin_port, podview.dialect(requester)
+                )
+            )
         except HttpCallError as err:
             return await _gpu_query_failed(cx, st, requester, err)
         st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)

@@ -7,6 +7,7 @@ the requester's status annotation and an Event here, and wait for an object to c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from dpctl import api
 from dpctl.dualpods import patches, podview
@@ -34,8 +35,9 @@ async def patch_ignoring_gone(cx: Context, pod: RawObj, patch: Patch) -> None:
 
 
 async def drop_runner_finalizer(cx: Context, runner: RawObj) -> None:
-    if api.ORIGINAL.runner_finalizer in podview.finalizers(runner):
-        await patch_ignoring_gone(cx, runner, patches.finalizer(api.ORIGINAL.runner_finalizer, present=False))
+    present = podview.runner_finalizers(runner)
+    if present:
+        await patch_ignoring_gone(cx, runner, patches.without_finalizers(present))
         cx.log.progress("Removed finalizer from server-running Pod", runner=podview.name(runner))
 
 
@@ -61,14 +63,34 @@ async def ensure_requester_state(
 async def user_error(
     cx: Context, st: ServerState, requester: RawObj, reason: ErrorReason, message: str
 ) -> Outcome:
+    _tell(cx, requester, reason, message)
+    await ensure_requester_state(cx, st, requester, None, [message])
+    return DONE  # retried when the requester, the gpu-map or its Node changes
+
+
+TWO_DIALECTS: Final = (
+    f"the Pod carries both {api.ORIGINAL.server_patch} (dual-pods at 8ed2953) and"
+    f" {api.HEAD.server_patch} (current upstream); remove one of them"
+)
+
+
+async def refuse_two_dialects(cx: Context, requester: RawObj) -> Outcome:
+    """Contract §2b: the status error in both dialects' annotations, and nothing else."""
+    _tell(cx, requester, "TwoDialects", TWO_DIALECTS)
+    patch = patches.status_in_every_dialect(requester, [TWO_DIALECTS])
+    if patch is not None:
+        await patch_ignoring_gone(cx, requester, patch)
+    return DONE  # retried when the requester changes
+
+
+def _tell(cx: Context, requester: RawObj, reason: ErrorReason, message: str) -> None:
+    """Count, and log and record an Event once per message (not on every retry)."""
     cx.ports.report.status_error(reason)
     if message not in podview.status_errors(requester):
         cx.log.warning(
             "Server-requesting Pod cannot be served", requester=podview.name(requester), reason=message
         )
         cx.ports.report.event(requester, "Warning", reason, message)
-    await ensure_requester_state(cx, st, requester, None, [message])
-    return DONE  # retried when the requester, the gpu-map or its Node changes
 
 
 async def wait(cx: Context, st: ServerState, requester: RawObj, why: str) -> Outcome:

@@ -55,8 +55,9 @@ def requester(
     finalizers: Sequence[str] = (),
     deleting: bool = False,
     restarts: int = 0,
+    dialect: api.Dialect = api.ORIGINAL,
 ) -> dict[str, Any]:
-    ann = {api.ORIGINAL.server_patch: patch, api.ORIGINAL.admin_port: "8081"}
+    ann = {dialect.server_patch: patch, dialect.admin_port: "8081"}
     ann.update(annotations or {})
     pod: dict[str, Any] = {
         "apiVersion": "v1",
@@ -122,13 +123,14 @@ def runner(
     deleting: bool = False,
     used_at: str = "2026-01-01T00:10:00Z",
     sleeping_label: str | None = None,
+    dialect: api.Dialect = api.ORIGINAL,  # of the controller that bound it
 ) -> dict[str, Any]:
     ann = {api.NOMINAL_ANNOTATION: nominal}
     finalizers = []
     labels: dict[str, str] = {}
     if bound_to:
         ann[api.REQUESTER_ANNOTATION] = f"{bound_to[0]} {bound_to[1]}"
-        finalizers.append(api.ORIGINAL.runner_finalizer)
+        finalizers.append(dialect.runner_finalizer)
         labels[api.DUAL_LABEL] = bound_to[1]
     if sleeping_label is not None:
         labels[api.SLEEPING_LABEL] = sleeping_label
@@ -284,8 +286,8 @@ class Recorder:
         pod = self.api_pods.get(name, self.world.pods.get(name))
         return copy.deepcopy(dict(pod)) if pod is not None else None
 
-    async def query_gpus(self, host: str, port: int) -> list[str]:
-        self.actions.append(("query_gpus", host, port))
+    async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
+        self.actions.append(("query_gpus", host, port, dialect))
         self._maybe_fail("query_gpus")
         if host not in self.gpus:
             raise HttpCallError("get_gpu_uuids", f"http://{host}:{port}", None, "connection refused")

@@ -13,14 +13,18 @@ from dpctl.dualpods.decide import (
     DeleteOnCordon,
     Forget,
     ReflectRunnerDeletion,
+    RefuseTwoDialects,
     Release,
     ServeBound,
 )
+
+from dpctl import api
 
 from .fakes import node, requester, runner
 
 REQ, RUN, NODE = requester(), runner(), node()
 GOING_REQ, GOING_RUN = requester(deleting=True), runner(deleting=True)
+BOTH = {api.HEAD.server_patch: "spec: {}"}
 
 ROWS = [
     pytest.param(None, None, None, Forget, id="neither-pod-exists-forget"),
@@ -30,6 +34,14 @@ ROWS = [
     pytest.param(None, RUN, None, Release, id="requester-gone-releases"),
     pytest.param(GOING_REQ, RUN, NODE, Release, id="requester-going-releases"),
     pytest.param(GOING_REQ, None, NODE, Release, id="requester-going-without-runner"),
+    pytest.param(
+        requester(deleting=True, annotations=BOTH), RUN, NODE, Release, id="going-with-both-releases"
+    ),
+    pytest.param(requester(annotations=BOTH), RUN, NODE, RefuseTwoDialects, id="both-server-patches-refused"),
+    pytest.param(
+        requester(node=None, annotations=BOTH), None, None, RefuseTwoDialects, id="both-refused-even-unplaced"
+    ),
+    pytest.param(requester(dialect=api.HEAD), None, NODE, Actuate, id="head-requester-actuated"),
     pytest.param(requester(node=None), None, None, AwaitNode, id="not-scheduled-yet"),
     pytest.param(REQ, None, None, AwaitNode, id="node-not-in-cache"),
     pytest.param(REQ, RUN, node(deleting=True), AwaitNode, id="node-departing"),

@@ -654,7 +654,7 @@ async def test_requester_deletion_sleeps_then_unbinds_then_lets_go(caplog: pytes
     assert rec.actions[0][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
     unbind = rec.actions[2][2]["metadata"]
     assert unbind["annotations"] == {api.REQUESTER_ANNOTATION: None}
-    assert unbind["$deleteFromPrimitiveList/finalizers"] == [api.ORIGINAL.runner_finalizer]
+    assert unbind["$deleteFromPrimitiveList/finalizers"] == list(api.RUNNER_FINALIZERS)
     assert rec.actions[3][1] == "req-a"
     assert rec.actions[3][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.REQUESTER_FINALIZER]
     messages = [x.getMessage() for x in caplog.records]
@@ -960,3 +960,77 @@ async def test_every_contract_log_line_names_its_requester_runner_and_node(
         caplog, LogMsg.SLEPT
     )[0].items()
     assert _kv(caplog, LogMsg.END_OF_LIFE)[0]["requester"] == "req-a"
+
+
+# ---------------------------------------------------------------- dialects (contract §2b)
+
+
+async def test_a_head_requester_is_answered_in_head_names_from_query_to_status() -> None:
+    world = World([requester(dialect=api.HEAD)], [node()], gpu_map_cm({"node-1": 4}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 1)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["query_gpus", "create", "patch"]
+    assert rec.actions[0][3] is api.HEAD  # the stub is asked at the HEAD path first
+    assert rec.actions[1][2]["metadata"]["finalizers"] == ["dual-pods.llm-d.ai/provider"]
+    status = rec.actions[2][2]["metadata"]["annotations"]
+    assert json.loads(status["dual-pods.llm-d.ai/status"]) == {"Errors": []}
+    assert "dual-pod.llm-d.ai/status" not in status
+
+
+async def test_a_head_requester_binds_a_sleeper_an_original_controller_left() -> None:
+    req = requester(dialect=api.HEAD)
+    sleeper = runner(
+        name="old-server", uid="uid-s", bound_to=None, nominal=nominal_of(req), sleeping_label="true"
+    )
+    world = World([req, sleeper], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["query_gpus", "patch", "wake", "patch", "patch"]
+    assert rec.actions[1][2]["metadata"]["finalizers"] == ["dual-pods.llm-d.ai/provider"]
+
+
+async def test_a_runner_bound_under_head_names_is_unbound_of_its_provider_finalizer() -> None:
+    world = World(
+        [
+            requester(deleting=True, finalizers=[api.REQUESTER_FINALIZER], dialect=api.HEAD),
+            runner(dialect=api.HEAD),
+        ],
+        [node()],
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world)
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["patch", "sleep", "patch", "patch"]
+    unbind = rec.actions[2][2]["metadata"]
+    assert "dual-pods.llm-d.ai/provider" in unbind["$deleteFromPrimitiveList/finalizers"]
+
+
+async def test_a_runner_deleted_with_the_provider_finalizer_is_let_go() -> None:
+    world = World(
+        [requester(dialect=api.HEAD), runner(deleting=True, dialect=api.HEAD)],
+        [node()],
+        gpu_map_cm({"node-1": 2}),
+    )
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    dropped = [
+        a[2]["metadata"]
+        for a in rec.actions
+        if a[0] == "patch"
+        and a[1] == "req-a-server"
+        and "$deleteFromPrimitiveList/finalizers" in a[2]["metadata"]
+    ]
+    assert dropped and dropped[0]["$deleteFromPrimitiveList/finalizers"] == ["dual-pods.llm-d.ai/provider"]
+
+
+async def test_a_requester_with_both_server_patches_gets_the_status_error_in_both_and_nothing_else() -> None:
+    both = requester(annotations={api.HEAD.server_patch: "spec: {}"})
+    world = World([both], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert rec.verbs() == ["patch"]
+    written = rec.actions[0][2]["metadata"]["annotations"]
+    for dialect in api.DIALECTS:
+        (error,) = json.loads(written[dialect.status])["Errors"]
+        assert api.ORIGINAL.server_patch in error and api.HEAD.server_patch in error
+    assert [(t, reason) for t, reason, _ in rec.events] == [("Warning", "TwoDialects")]

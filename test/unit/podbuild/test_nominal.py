@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpctl.api import NOMINAL_ANNOTATION, ORIGINAL
+from dpctl.api import HEAD, NOMINAL_ANNOTATION, ORIGINAL
 from dpctl.podbuild import BuildError, build_runner, fallback_runner_name, runner_name
 from dpctl.podbuild.nominal import MAX_NAME_LENGTH, runner_base
 
@@ -318,8 +318,24 @@ def test_build_errors(patch: str, message: str) -> None:
 def test_build_error_without_annotation() -> None:
     requester = requester_with(GOOD_PATCH)
     del requester["metadata"]["annotations"]
-    with pytest.raises(BuildError, match=f"the {ORIGINAL.server_patch} annotation is missing"):
+    with pytest.raises(
+        BuildError,
+        match="must carry exactly one of the annotations dual-pod.llm-d.ai/server-patch and dual-pods",
+    ):
         build_runner(requester, "n", [0], [])
+
+
+def test_a_head_requesters_build_errors_name_its_annotation_and_its_runner_the_provider_finalizer() -> None:
+    bad = requester_with("spec: [")
+    annotations = bad["metadata"]["annotations"]
+    annotations[HEAD.server_patch] = annotations.pop(ORIGINAL.server_patch)
+    with pytest.raises(BuildError) as caught:
+        build_runner(bad, "n", [0], [])
+    assert str(caught.value).startswith("dual-pods.llm-d.ai/server-patch: line 1: invalid YAML")
+    good = requester_with(GOOD_PATCH)
+    annotations = good["metadata"]["annotations"]
+    annotations[HEAD.server_patch] = annotations.pop(ORIGINAL.server_patch)
+    assert build_runner(good, "n", [0], []).pod["metadata"]["finalizers"] == ["dual-pods.llm-d.ai/provider"]
 
 
 def test_build_error_without_identity() -> None:

@@ -169,4 +169,7 @@ def test_the_dpctl_command(data: Callable[[str], Any]) -> None:
         check=False,
     )
     assert (missing.returncode, missing.stdout) == (1, "")
-    assert missing.stderr == "the dual-pod.llm-d.ai/server-patch annotation is missing\n"
+    assert missing.stderr == (
+        "the Pod must carry exactly one of the annotations"
+        " dual-pod.llm-d.ai/server-patch and dual-pods.llm-d.ai/server-patch\n"
+    )

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from dpctl.api import ORIGINAL
 from dpctl.podbuild.template import (
     RENDERED_MAX_BYTES,
     TEMPLATE_MAX_BYTES,
@@ -61,7 +60,6 @@ def test_renders(text: str, expected: str) -> None:
 def test_errors_say_where_and_why(text: str, message: str) -> None:
     with pytest.raises(TemplateError) as caught:
         render_server_patch(text, DATA)
-    assert str(caught.value).startswith(f"{ORIGINAL.server_patch}: ")
     assert message in str(caught.value)
 
 
@@ -103,7 +101,7 @@ def test_escapes_are_refused_before_anything_runs(text: str, refusal: str) -> No
     with pytest.raises(TemplateError) as caught:
         render_server_patch(text, DATA)
     assert refusal in str(caught.value)
-    assert str(caught.value).startswith(f"{ORIGINAL.server_patch}: line 1: ")
+    assert str(caught.value).startswith("line 1: ")
     assert time.monotonic() - started < 1  # constant folding of 9**9**9**9 would never finish
 
 
