@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from dpctl.api import (
     ACCELERATORS_ANNOTATION,
+    DIALECTS,
     DUAL_LABEL,
     GPU_RESOURCE,
     HOSTNAME_LABEL,
@@ -50,7 +51,6 @@ from dpctl.api import (
     REQUESTER_ANNOTATION,
     RUNNER_NAME_SUFFIX,
     SLEEPING_LABEL,
-    DIALECTS,
     Dialect,
     dialects_of,
 )

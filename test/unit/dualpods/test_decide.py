@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dpctl import api
 from dpctl.dualpods import decide
 from dpctl.dualpods.decide import (
     Actuate,
@@ -17,8 +18,6 @@ from dpctl.dualpods.decide import (
     Release,
     ServeBound,
 )
-
-from dpctl import api
 
 from .fakes import node, requester, runner
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -320,7 +321,9 @@ def test_build_error_without_annotation() -> None:
     del requester["metadata"]["annotations"]
     with pytest.raises(
         BuildError,
-        match="must carry exactly one of the annotations dual-pod.llm-d.ai/server-patch and dual-pods",
+        match=re.escape(
+            "must carry exactly one of the annotations dual-pod.llm-d.ai/server-patch and dual-pods"
+        ),
     ):
         build_runner(requester, "n", [0], [])
 
