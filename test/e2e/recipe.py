@@ -14,12 +14,14 @@ API server's pod proxy elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,20 @@ LOCAL_CLAIM_PREFIX = "vcp-local-"
 SHARED_CLAIM = "vcp-cephfs-shared"
 
 _counter = iter(range(1, 1_000_000))
+
+# The names `mkrs` writes (contract §2b). The recipe suite runs every case in each dialect by
+# setting this per case (its autouse `dialect` fixture); other suites write the recipe's names.
+_dialect: contextvars.ContextVar[api.Dialect] = contextvars.ContextVar("dialect", default=api.ORIGINAL)
+
+
+@contextlib.contextmanager
+def writing_dialect(dialect: api.Dialect) -> Iterator[None]:
+    """Within, `mkrs` writes ``dialect``'s annotation names."""
+    token = _dialect.set(dialect)
+    try:
+        yield
+    finally:
+        _dialect.reset(token)
 
 
 def unique_name(prefix: str = "my-request") -> str:
@@ -112,13 +128,14 @@ def mkrs(
     requester_env: Mapping[str, str] | None = None,
     admin_port: str | None = "8081",
 ) -> dict[str, Any]:
-    """The recipe's ``mkrs`` ReplicaSet (selector ``app=dp-example`` plus a unique instance label)."""
+    """The recipe's ``mkrs`` ReplicaSet (selector ``app=dp-example`` plus a unique instance label),
+    in the names of the dialect being written (see `writing_dialect`)."""
     instance = name.rsplit("-", 1)[-1] if "-" in name else name
     annotations: dict[str, str] = {}
     if admin_port is not None:
-        annotations[api.ORIGINAL.admin_port] = admin_port
+        annotations[_dialect.get().admin_port] = admin_port
     if patch is not None:
-        annotations[api.ORIGINAL.server_patch] = patch if isinstance(patch, str) else patch.text()
+        annotations[_dialect.get().server_patch] = patch if isinstance(patch, str) else patch.text()
     container: dict[str, Any] = {
         "name": "inference-server",
         "image": REQUESTER_IMAGE,
@@ -210,7 +227,7 @@ def requesters_of(pods: Sequence[Mapping[str, Any]], rs: str) -> list[Mapping[st
     return [
         p
         for p in pods
-        if api.ORIGINAL.server_patch in (p["metadata"].get("annotations") or {})
+        if api.dialects_of(p["metadata"].get("annotations") or {})
         and any(o.get("name") == rs for o in p["metadata"].get("ownerReferences") or [])
     ]
 
@@ -239,8 +256,15 @@ def is_ready(pod: Mapping[str, Any] | None) -> bool:
     return False
 
 
+def dialect_of(requester: Mapping[str, Any]) -> api.Dialect:
+    """The dialect of a requester's server-patch annotation (it must carry exactly one)."""
+    (dialect,) = api.dialects_of(requester["metadata"].get("annotations") or {})
+    return dialect
+
+
 def status_errors(pod: Mapping[str, Any]) -> list[str]:
-    raw = (pod["metadata"].get("annotations") or {}).get(api.ORIGINAL.status)
+    """The errors of the status annotation in the requester's dialect."""
+    raw = (pod["metadata"].get("annotations") or {}).get(dialect_of(pod).status)
     return list(json.loads(raw).get("Errors") or []) if raw else []
 
 

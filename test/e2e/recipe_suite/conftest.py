@@ -16,6 +16,9 @@
   placeholder Pods, so consecutive requesters there get the same GPU (Examples 7 and 8).
 * ``cordon``: cordons Nodes and uncordons them after the test, pass or fail.
 * ``claims``: the PersistentVolumeClaims the recipe's volume form of the server-patch names.
+* ``dialect`` (autouse): every case runs twice, its ReplicaSets written with the recipe's
+  (8ed2953) names and with upstream's current ones (contract §2b); checks read the names of the
+  requester's dialect.
 * ``sim``: the local cluster's simulated kubelet (``dpctl sim-kubelet ctl``); skips on a foreign
   cluster.
 
@@ -56,6 +59,7 @@ from e2e.recipe import (
     name_of,
     placeholder_pod,
     pod_get,
+    writing_dialect,
 )
 from helpers import wait_for
 
@@ -285,6 +289,12 @@ def _delete_workloads(kubectl: Kubectl, controller: Dpctlr) -> None:
         T,
         "the test's Pods to go away",
     )
+
+
+@pytest.fixture(autouse=True, params=api.DIALECTS, ids=lambda d: d.name)
+def dialect(request: pytest.FixtureRequest) -> Iterator[api.Dialect]:
+    with writing_dialect(request.param):
+        yield request.param
 
 
 # ------------------------------------------------------------------ after every case

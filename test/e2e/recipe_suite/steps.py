@@ -17,6 +17,7 @@ from e2e.recipe import (
     annotations_of,
     bound_pair,
     cuda_visible_devices,
+    dialect_of,
     is_ready,
     is_sleeping,
     labels,
@@ -73,13 +74,14 @@ def assert_pair(
     assert cuda_visible_devices(runner) == ",".join(str(gpu_map[node][u]) for u in uuids), (
         f"CUDA_VISIBLE_DEVICES={cuda_visible_devices(runner)!r} but gpu-map[{node}] maps {uuids}"
     )
-    assert api.ORIGINAL.status in annotations_of(req), "no status annotation on the requester"
+    dialect = dialect_of(req)
+    assert dialect.status in annotations_of(req), "no status annotation on the requester"
     assert status_errors(req) == []
     assert labels(req).get(api.DUAL_LABEL) == name_of(runner)
     assert labels(runner).get(api.DUAL_LABEL) == name_of(req)
     assert labels(runner).get(api.SLEEPING_LABEL) == "false"
     assert "app" not in labels(runner), "the server-patch drops the ReplicaSet's selector label"
-    assert api.ORIGINAL.runner_finalizer in (runner["metadata"].get("finalizers") or [])
+    assert dialect.runner_finalizer in (runner["metadata"].get("finalizers") or [])
     assert api.REQUESTER_FINALIZER in (req["metadata"].get("finalizers") or [])
 
 

@@ -5,6 +5,8 @@ ReplicaSet's template (then replacing its Pod) recovers.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dpctl import api
@@ -34,7 +36,7 @@ BROKEN = {
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_a_broken_server_patch_is_a_status_error_without_runner_and_fixing_the_template_recovers(
-    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], kind: str
+    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], kind: str, dialect: api.Dialect
 ) -> None:
     patch, words = BROKEN[kind]
     rs = unique_name()
@@ -45,7 +47,7 @@ def test_a_broken_server_patch_is_a_status_error_without_runner_and_fixing_the_t
         "a status error on the requester",
     )
     (error,) = status_errors(req)
-    assert error.startswith(api.ORIGINAL.server_patch), error
+    assert error.startswith(dialect.server_patch), error
     for w in words:
         assert w in error, f"{w!r} not in the status error {error!r}"
     dpctlr.wait_processed(0, "the requester")
@@ -61,3 +63,31 @@ def test_a_broken_server_patch_is_a_status_error_without_runner_and_fixing_the_t
     req2, runner = pair_ready(kubectl, rs)
     assert name_of(req2) != name_of(req)
     assert_pair(req2, runner, gpu_map)
+
+
+def test_a_requester_with_both_dialects_server_patches_gets_a_status_error_in_both_and_nothing_else(
+    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], dialect: api.Dialect
+) -> None:
+    rs = unique_name()
+    both = mkrs(rs, ServerPatch())
+    annotations = both["spec"]["template"]["metadata"]["annotations"]
+    (other,) = [d for d in api.DIALECTS if d is not dialect]
+    annotations[other.server_patch] = annotations[dialect.server_patch]
+    kubectl.apply(both)
+    (req,) = wait_for(
+        lambda: [
+            r
+            for r in live_requesters(kubectl, rs)
+            if all(d.status in (r["metadata"].get("annotations") or {}) for d in api.DIALECTS)
+        ],
+        T,
+        "the status annotation of both dialects on the requester",
+    )
+    for d in api.DIALECTS:
+        (error,) = json.loads(req["metadata"]["annotations"][d.status])["Errors"]
+        assert api.ORIGINAL.server_patch in error and api.HEAD.server_patch in error, error
+    dpctlr.wait_processed(0, "the requester")
+    assert only_runners(kubectl) == []
+    assert dpctlr.count("Server-requesting Pod cannot be served", requester=name_of(req)) == 1
+    events = kubectl.run("get", "events", "--field-selector", f"involvedObject.name={name_of(req)}")
+    assert "TwoDialects" in events, events
