@@ -16,7 +16,7 @@ from dpctl.clients.requester import RequesterClient
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.podview import RawObj
-from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, EventType, Path, Ports
+from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, EventType, LogRelays, Path, Ports
 from dpctl.events import EventRecorder
 from dpctl.kube import PODS, ApiError, Kube
 
@@ -110,7 +110,12 @@ def kube_ports(
     servers: InferenceClient,
     events: EventRecorder | None,
     metrics: DualPodsMetrics,
+    logs: LogRelays,
 ) -> Ports:
     return Ports(
-        KubePods(kube, namespace), Stubs(requesters), Servers(servers), EventsAndMetrics(events, metrics)
+        KubePods(kube, namespace),
+        Stubs(requesters),
+        Servers(servers),
+        EventsAndMetrics(events, metrics),
+        logs,
     )

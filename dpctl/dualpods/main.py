@@ -27,6 +27,7 @@ from dpctl.clients.requester import RequesterClient
 from dpctl.dualpods.adapters import kube_ports
 from dpctl.dualpods.config import ControllerConfig
 from dpctl.dualpods.controller import Controller
+from dpctl.dualpods.logrelay import NO_RELAY, LogRelay, RelaySettings
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.reconcile import Settings
 from dpctl.events import EventRecorder
@@ -56,6 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metrics-port", type=int, default=8002, help="port of /metrics, /healthz, /readyz (0 = off)"
     )
+    p.add_argument(
+        "--log-relay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="copy each bound runner's inference-server log to its requester, for `kubectl logs`"
+        " (needs get on pods/log; default on)",
+    )
+    p.add_argument(
+        "--log-relay-bytes-per-second",
+        type=int,
+        default=65536,
+        help="the most each relay sends per second (default 65536)",
+    )
     p.add_argument("--leader-elect", action="store_true", help="coordinate replicas through a Lease")
     p.add_argument("--lease-name", default="dpctl-controller")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
@@ -81,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             renew_deadline_s=args.renew_deadline,
             retry_period_s=args.retry_period,
             identity=f"{socket.gethostname()}_{os.getpid()}",
+            log_relay=args.log_relay,
+            log_relay_bytes_per_s=args.log_relay_bytes_per_second,
         )
     except ValidationError as err:
         for e in err.errors():
@@ -140,8 +156,14 @@ async def _main(cfg: ControllerConfig) -> int:
     dual_metrics = DualPodsMetrics(
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
     )
+    requesters = RequesterClient(http)
+    relay = (
+        LogRelay(kube, requesters, dual_metrics, RelaySettings(bytes_per_s=cfg.log_relay_bytes_per_s))
+        if cfg.log_relay
+        else None
+    )
     ports = kube_ports(
-        kube, cfg.namespace, RequesterClient(http), InferenceClient(http), events, dual_metrics
+        kube, cfg.namespace, requesters, InferenceClient(http), events, dual_metrics, relay or NO_RELAY
     )
     controller = Controller(
         kube,
@@ -187,6 +209,8 @@ async def _main(cfg: ControllerConfig) -> int:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if relay is not None:
+            await relay.close()
         await health.stop()
         await http.close()
         await kube.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -64,7 +64,19 @@ class DualPodsMetrics:
         self.status_errors = Counter(
             "dpctl_status_errors", "Status errors set on requesters, by reason", ["reason"], registry=r
         )
+        self.relayed_bytes = Counter(
+            "dpctl_log_relay_bytes", "Bytes of runner logs relayed to requester stubs", registry=r
+        )
+        self.relay_streams = Gauge(
+            "dpctl_log_relay_streams", "Log relays open (one per bound pair being served)", registry=r
+        )
         r.register(_Population(pods))
+
+    def relayed(self, nbytes: int) -> None:
+        self.relayed_bytes.inc(nbytes)
+
+    def streams(self, open_: int) -> None:
+        self.relay_streams.set(open_)
 
     def count(self, what: Counted) -> None:
         self.counters[what].inc()

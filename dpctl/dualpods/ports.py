@@ -1,4 +1,4 @@
-"""What the reconcile steps do to the world, as four narrow ports.
+"""What the reconcile steps do to the world, as five narrow ports.
 
 The steps decide; a port acts. Each port is one kind of counterpart, so a test fakes only the
 ones its case touches and the wrappers that add behaviour wrap one port (``RecentWrites`` wraps
@@ -8,6 +8,8 @@ only :class:`PodWrites`):
   server (the implementation fixes the namespace, the field manager and preconditions);
 - :class:`StubCalls`: the requester stub's SPI;
 - :class:`ServerCalls`: the inference server's sleep API;
+- :class:`LogRelays`: the relay of bound runners' logs to their stubs, which runs beside the
+  reconciles (:mod:`dpctl.dualpods.logrelay`); the steps only say which pairs are bound;
 - :class:`Reporter`: what operators see besides logs, Kubernetes Events and metrics, with the
   metric vocabulary typed below, so a misspelt counter or reason is a type error.
 """
@@ -19,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from dpctl import api
 from dpctl.dualpods.latency import Step
+from dpctl.dualpods.logrelay import Target
 from dpctl.dualpods.podview import RawObj
 
 EventType = Literal["Normal", "Warning"]
@@ -73,6 +76,14 @@ class ServerCalls(Protocol):
     async def wake(self, host: str, port: int) -> None: ...
 
 
+class LogRelays(Protocol):
+    def follow(self, uid: str, target: Target) -> None:
+        """Relay ``target`` for requester ``uid`` from now on (a no-op when it does already)."""
+        ...
+
+    def stop(self, uid: str) -> None: ...
+
+
 class Reporter(Protocol):
     def event(self, pod: RawObj, type_: EventType, reason: str, message: str) -> None:
         """Fire-and-forget; implementations rate-limit and aggregate."""
@@ -99,3 +110,4 @@ class Ports:
     stubs: StubCalls
     servers: ServerCalls
     report: Reporter
+    logs: LogRelays

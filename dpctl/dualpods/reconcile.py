@@ -61,6 +61,8 @@ class Reconciler:
         requester = cx.cache.pod_by_uid(uid)
         runner = await self._the_runner(uid)
         step = decide.decide(requester, runner, self._node_of(requester))
+        if not isinstance(step, decide.ServeBound):
+            cx.ports.logs.stop(uid)  # the log relay follows exactly the bound pairs being served
         if isinstance(step, decide.Forget):
             return teardown.end_of_life(cx, uid)
         self.memory.note_names(uid, **teardown.names_of(requester, runner))

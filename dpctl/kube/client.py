@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -193,6 +193,21 @@ class Kube:
                 event = request.watch_event(line, path)
                 if event is not None:
                     yield event
+        finally:
+            resp.release()
+
+    async def follow_log(
+        self, namespace: str, pod: str, container: str, *, idle_timeout_s: float
+    ) -> AsyncGenerator[bytes, None]:
+        """A container's log, ``follow``-ed from its start, in chunks as they come, until the
+        server ends it (the container exits) or nothing arrives for ``idle_timeout_s``."""
+        path = request.PODS.path(namespace, pod, "log")
+        query = [("container", container), ("follow", "true")]
+        timeout = aiohttp.ClientTimeout(total=None, connect=DEFAULT_TIMEOUT_S, sock_read=idle_timeout_s)
+        resp = await self._call("get", "pods/log", "GET", path, query=query, timeout=timeout)
+        try:
+            async for chunk in resp.content.iter_any():
+                yield chunk
         finally:
             resp.release()
 

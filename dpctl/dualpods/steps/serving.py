@@ -13,6 +13,7 @@ from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
 from dpctl.clients.inference import SleepModeUnavailable
 from dpctl.dualpods import patches, podview
+from dpctl.dualpods.logrelay import Target
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.state import ServerState, instance
 from dpctl.dualpods.steps.context import Context
@@ -38,6 +39,7 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, runner: R
         )
     outcome = await _ensure_awake(cx, st, runner, errors)
     await ensure_requester_state(cx, st, requester, runner, errors)
+    _relay_log(cx, requester, runner)
     if outcome is not DONE:
         return outcome
     return await _relay_readiness(cx, st, requester, runner)
@@ -66,6 +68,26 @@ async def _ensure_awake(cx: Context, st: ServerState, runner: RawObj, errors: li
     if podview.sleeping_label(runner) != "false":
         await cx.ports.pods.patch_pod(podview.name(runner), patches.sleeping_label(False))
     return DONE
+
+
+def _relay_log(cx: Context, requester: RawObj, runner: RawObj) -> None:
+    """The runner's log goes to the requester's stub while both containers run."""
+    if not (podview.container_running(runner) and podview.container_running(requester)):
+        return
+    try:
+        port = podview.admin_port(requester)
+    except ValueError:
+        return  # the status error says so; no stub to send to
+    target = Target(
+        namespace=str(podview.meta(runner).get("namespace") or ""),
+        runner=podview.name(runner),
+        runner_instance=instance(runner),
+        stub_host=podview.pod_ip(requester),
+        stub_port=port,
+        stub_instance=instance(requester),
+    )
+    if target.stub_host:
+        cx.ports.logs.follow(podview.uid(requester), target)
 
 
 async def _relay_readiness(cx: Context, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:

@@ -195,6 +195,7 @@ def test_node_view_cluster_role_is_bound_cluster_wide_to_the_service_account() -
 ALLOWED_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
@@ -230,6 +231,11 @@ def test_leases_only_with_leader_election() -> None:
     assert ("coordination.k8s.io", "leases") not in granted(one(render([]), "Role"))
     rights = granted(one(render(["Replicas=2"]), "Role"))
     assert rights[("coordination.k8s.io", "leases")] == {"get", "create", "update"}
+
+
+def test_pod_logs_only_with_the_log_relay() -> None:
+    assert granted(one(render([]), "Role"))[("", "pods/log")] == {"get"}
+    assert ("", "pods/log") not in granted(one(render(["LogRelay.Enabled=false"]), "Role"))
 
 
 def test_role_binding_binds_the_role_to_the_service_account() -> None:
@@ -408,9 +414,8 @@ def test_every_value_is_documented() -> None:
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load(values_text)
     lines = values_text.splitlines()
-    names = [k for k in values if k != "ServiceMonitor"] + [
-        f"ServiceMonitor.{k}" for k in values["ServiceMonitor"]
-    ]
+    nested = ("ServiceMonitor", "LogRelay")
+    names = [k for k in values if k not in nested] + [f"{n}.{k}" for n in nested for k in values[n]]
     for name in names:
         assert f"`{name}`" in readme, f"{name} is not in the README's table"
     comments = [line for line in lines if line.lstrip().startswith("#")]

@@ -18,6 +18,7 @@ from dpctl.clients.http import HttpCallError
 from dpctl.dualpods import gpumap
 from dpctl.dualpods.cache import POD_INDEXERS
 from dpctl.dualpods.latency import Step
+from dpctl.dualpods.logrelay import Target
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Ports
 from dpctl.kube import ApiError
@@ -253,6 +254,7 @@ class Recorder:
     counts: list[tuple[str, str]] = field(default_factory=list)
     actuations: list[str] = field(default_factory=list)
     added: list[tuple[str, float]] = field(default_factory=list)
+    relays: dict[str, Target] = field(default_factory=dict)  # what the log relay follows now
 
     def _maybe_fail(self, what: str) -> None:
         if what in self.fail:
@@ -310,6 +312,12 @@ class Recorder:
         self.actions.append(("wake", host))
         self._maybe_fail("wake")
 
+    def follow(self, uid: str, target: Target) -> None:
+        self.relays[uid] = target
+
+    def stop(self, uid: str) -> None:
+        self.relays.pop(uid, None)
+
     def event(self, pod: RawObj, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
@@ -325,7 +333,7 @@ class Recorder:
     @property
     def ports(self) -> Ports:
         """The recorder as every port at once: it records all actions in one sequence."""
-        return Ports(pods=self, stubs=self, servers=self, report=self)
+        return Ports(pods=self, stubs=self, servers=self, report=self, logs=self)
 
     def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
         self.actuations.append(path)

@@ -1034,3 +1034,24 @@ async def test_a_requester_with_both_server_patches_gets_the_status_error_in_bot
         (error,) = json.loads(written[dialect.status])["Errors"]
         assert api.ORIGINAL.server_patch in error and api.HEAD.server_patch in error
     assert [(t, reason) for t, reason, _ in rec.events] == [("Warning", "TwoDialects")]
+
+
+# ---------------------------------------------------------------- the log relay
+
+
+async def test_a_served_pair_has_its_runners_log_relayed_and_release_stops_it() -> None:
+    world = World([requester(running=True), runner()], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    target = rec.relays["uid-a"]
+    assert (target.runner, target.stub_host, target.stub_port) == ("req-a-server", REQ_IP, 8081)
+    world.pods["req-a"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.relays == {}
+
+
+async def test_no_relay_while_the_runners_server_is_not_running() -> None:
+    world = World([requester(), runner(running=False)], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world)
+    await r.reconcile(ServerKey("uid-a"))
+    assert rec.relays == {}

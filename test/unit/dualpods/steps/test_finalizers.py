@@ -32,7 +32,9 @@ class Pods:
 def context(pods: Pods) -> Context:
     unused = cast(Any, None)  # a step reaching for another port fails loudly
     return Context(
-        World(), Ports(pods=cast(Any, pods), stubs=unused, servers=unused, report=unused), Settings()
+        World(),
+        Ports(pods=cast(Any, pods), stubs=unused, servers=unused, report=unused, logs=unused),
+        Settings(),
     )
 
 
