@@ -57,6 +57,9 @@ class Stubs:
     async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
         return await self.requesters.accelerators(host, port)
 
+    async def accelerator_memory(self, host: str, port: int) -> dict[str, int]:
+        return await self.requesters.accelerator_memory(host, port)
+
     async def relay(self, host: str, port: int, ready: bool) -> None:
         if ready:
             await self.requesters.become_ready(host, port)

@@ -25,5 +25,7 @@ class ControllerConfig(BaseModel):
     renew_deadline_s: float = Field(default=10.0, gt=1)
     retry_period_s: float = Field(default=2.0, gt=0)
     identity: str = ""
+    debug_accelerator_memory: bool = Field(default=False, description="check GPU memory before a wake")
+    wake_memory_budget_mib: int = Field(default=2048, ge=0, description="memory in use a wake tolerates")
     log_relay: bool = Field(default=True, description="relay bound runners' logs to their stubs")
     log_relay_bytes_per_s: int = Field(default=65536, ge=1024, description="per relay")

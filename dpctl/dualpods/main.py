@@ -58,6 +58,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=8002, help="port of /metrics, /healthz, /readyz (0 = off)"
     )
     p.add_argument(
+        "--debug-accelerator-memory",
+        action="store_true",
+        help="before waking a sleeper, ask the requester's stub for GPU memory in use and wait while"
+        " any of the runner's GPUs has more than --wake-memory-budget-mib in use (upstream's flag)",
+    )
+    p.add_argument(
+        "--wake-memory-budget-mib",
+        type=int,
+        default=2048,
+        help="with --debug-accelerator-memory: MiB in use per GPU that a wake tolerates (default 2048:"
+        " what sleeping servers keep; more means a server has not let go of its memory yet)",
+    )
+    p.add_argument(
         "--log-relay",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -95,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             renew_deadline_s=args.renew_deadline,
             retry_period_s=args.retry_period,
             identity=f"{socket.gethostname()}_{os.getpid()}",
+            debug_accelerator_memory=args.debug_accelerator_memory,
+            wake_memory_budget_mib=args.wake_memory_budget_mib,
             log_relay=args.log_relay,
             log_relay_bytes_per_s=args.log_relay_bytes_per_second,
         )
@@ -169,7 +184,10 @@ async def _main(cfg: ControllerConfig) -> int:
         kube,
         cfg.namespace,
         ports,
-        Settings(sleeper_limit=cfg.sleeper_limit),
+        Settings(
+            sleeper_limit=cfg.sleeper_limit,
+            wake_memory_budget=cfg.wake_memory_budget_mib << 20 if cfg.debug_accelerator_memory else None,
+        ),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,
         queue_metrics=metrics,

@@ -67,6 +67,10 @@ class StubCalls(Protocol):
 
     async def relay(self, host: str, port: int, ready: bool) -> None: ...
 
+    async def accelerator_memory(self, host: str, port: int) -> dict[str, int]:
+        """Bytes of memory in use on each of the stub's GPUs, by UUID."""
+        ...
+
 
 class ServerCalls(Protocol):
     async def is_sleeping(self, host: str, port: int) -> bool: ...

@@ -38,6 +38,9 @@ class Cache(Protocol):
 @dataclass(frozen=True)
 class Settings:
     sleeper_limit: int = 2
+    # The memory guard (upstream's --debug-accelerator-memory): before /wake_up, each of the
+    # runner's GPUs must have at most this many bytes in use. None: no guard.
+    wake_memory_budget: int | None = None
 
 
 @dataclass

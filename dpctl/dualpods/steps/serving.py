@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from dpctl import api
 from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
 from dpctl.clients.inference import SleepModeUnavailable
@@ -22,6 +23,7 @@ from dpctl.dualpods.steps.teardown import about, delete_runner
 from dpctl.workqueue.outcome import Done, Outcome, Retry
 
 DONE = Done()
+MIB = 1 << 20
 
 # When /wake_up of a bound runner keeps failing, this many times in a row and for this long,
 # the runner is deleted: a wedged server must not hold a requester forever (see teardown's
@@ -37,7 +39,7 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, runner: R
             f"the inference server in {podview.name(runner)} has restarted "
             f"{podview.restart_count(runner)} times and is not ready; see its log"
         )
-    outcome = await _ensure_awake(cx, st, runner, errors)
+    outcome = await _ensure_awake(cx, st, requester, runner, errors)
     await ensure_requester_state(cx, st, requester, runner, errors)
     _relay_log(cx, requester, runner)
     if outcome is not DONE:
@@ -45,13 +47,19 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, runner: R
     return await _relay_readiness(cx, st, requester, runner)
 
 
-async def _ensure_awake(cx: Context, st: ServerState, runner: RawObj, errors: list[str]) -> Outcome:
+async def _ensure_awake(
+    cx: Context, st: ServerState, requester: RawObj, runner: RawObj, errors: list[str]
+) -> Outcome:
     if not st.knows_awake(runner):
         if not (podview.pod_ready(runner) and podview.pod_ip(runner)):
             return DONE  # its Ready condition will change; ask then
         host, port = podview.pod_ip(runner), podview.server_port(runner) or 0
         try:
             if await cx.ports.servers.is_sleeping(host, port):
+                held = await _memory_held(cx, requester, runner)
+                if held:
+                    errors.append(held)
+                    return Retry(held)
                 await cx.ports.servers.wake(host, port)
                 cx.ports.report.count("wake")
                 cx.log.info(LogMsg.WOKE, **about(runner))
@@ -88,6 +96,28 @@ def _relay_log(cx: Context, requester: RawObj, runner: RawObj) -> None:
     )
     if target.stub_host:
         cx.ports.logs.follow(podview.uid(requester), target)
+
+
+async def _memory_held(cx: Context, requester: RawObj, runner: RawObj) -> str | None:
+    """With the memory guard on, why the runner's GPUs cannot take a woken server yet: memory
+    still held there (a departing server not yet gone), or no answer. None: wake."""
+    budget = cx.settings.wake_memory_budget
+    if budget is None:
+        return None
+    gpus = [u for u in (podview.annotations(runner).get(api.ACCELERATORS_ANNOTATION) or "").split(",") if u]
+    try:
+        used = await cx.ports.stubs.accelerator_memory(
+            podview.pod_ip(requester), podview.admin_port(requester)
+        )
+    except (ValueError, HttpCallError) as err:
+        return f"cannot check the GPU memory before waking {podview.name(runner)}: {err}"
+    over = [f"{u}: {used[u] // MIB} MiB" for u in gpus if used.get(u, 0) > budget]
+    if not over:
+        return None
+    return (
+        f"not waking {podview.name(runner)} yet: GPU memory in use is over the wake budget of"
+        f" {budget // MIB} MiB ({', '.join(over)}); waiting for it to be freed"
+    )
 
 
 async def _relay_readiness(cx: Context, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:

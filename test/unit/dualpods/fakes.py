@@ -254,7 +254,10 @@ class Recorder:
     counts: list[tuple[str, str]] = field(default_factory=list)
     actuations: list[str] = field(default_factory=list)
     added: list[tuple[str, float]] = field(default_factory=list)
-    relays: dict[str, Target] = field(default_factory=dict)  # what the log relay follows now
+    relays: dict[str, Target] = field(default_factory=dict)
+    memory: dict[str, int] = field(
+        default_factory=dict
+    )  # what the stubs report in use, by UUID  # what the log relay follows now
 
     def _maybe_fail(self, what: str) -> None:
         if what in self.fail:
@@ -287,6 +290,11 @@ class Recorder:
         self.actions.append(("get", name))
         pod = self.api_pods.get(name, self.world.pods.get(name))
         return copy.deepcopy(dict(pod)) if pod is not None else None
+
+    async def accelerator_memory(self, host: str, port: int) -> dict[str, int]:
+        self.actions.append(("accelerator_memory", host, port))
+        self._maybe_fail("accelerator_memory")
+        return dict(self.memory)
 
     async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
         self.actions.append(("query_gpus", host, port, dialect))

@@ -1055,3 +1055,57 @@ async def test_no_relay_while_the_runners_server_is_not_running() -> None:
     r, rec = make(world)
     await r.reconcile(ServerKey("uid-a"))
     assert rec.relays == {}
+
+
+# ---------------------------------------------------------------- the memory guard before a wake
+
+GIB = 1 << 30
+
+
+def guarded(world: World, budget: int, **rec: object) -> tuple[Reconciler, Recorder]:
+    recorder = Recorder(world, **rec)  # type: ignore[arg-type]
+    return Reconciler(world, recorder.ports, Settings(wake_memory_budget=budget)), recorder
+
+
+def bound_to_gpu() -> tuple[RawObj, RawObj]:
+    bound = runner()
+    bound["metadata"]["annotations"][api.ACCELERATORS_ANNOTATION] = gpu_uuid("node-1", 0)
+    return requester(), bound
+
+
+async def test_with_the_guard_a_wake_waits_while_the_gpu_holds_more_than_the_budget() -> None:
+    req, bound = bound_to_gpu()
+    world = World([req, bound], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = guarded(world, 2 * GIB, asleep={RUN_IP: True})
+    rec.memory = {gpu_uuid("node-1", 0): 70 * GIB, gpu_uuid("node-1", 1): 0}
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, Retry) and "wake budget of 2048 MiB" in outcome.reason
+    assert "wake" not in rec.verbs()
+    status = json.loads(patches_of(rec, "req-a")[-1]["metadata"]["annotations"][api.ORIGINAL.status])
+    (error,) = status["Errors"]
+    assert f"{gpu_uuid('node-1', 0)}: 71680 MiB" in error
+    rec.memory[gpu_uuid("node-1", 0)] = 1 * GIB  # the departing server let go
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "wake" in rec.verbs()
+
+
+async def test_without_the_guard_the_stub_is_not_asked_about_memory() -> None:
+    req, bound = bound_to_gpu()
+    world = World([req, bound], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(world, asleep={RUN_IP: True})
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert "accelerator_memory" not in rec.verbs() and "wake" in rec.verbs()
+
+
+async def test_a_stub_that_cannot_tell_its_memory_holds_the_wake_with_a_reason() -> None:
+    req, bound = bound_to_gpu()
+    world = World([req, bound], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = guarded(
+        world,
+        2 * GIB,
+        asleep={RUN_IP: True},
+        fail={"accelerator_memory": HttpCallError("memory", "u", 503, "nvidia-smi failed")},
+    )
+    outcome = await r.reconcile(ServerKey("uid-a"))
+    assert isinstance(outcome, Retry) and "cannot check the GPU memory" in outcome.reason
+    assert "wake" not in rec.verbs()
