@@ -55,7 +55,7 @@ class Stubs:
         self.requesters = requesters
 
     async def query_gpus(self, host: str, port: int) -> list[str]:
-        return await self.requesters.accelerators(host, port)
+        return await self.requesters.accelerators(host, port, api.ORIGINAL)
 
     async def relay(self, host: str, port: int, ready: bool) -> None:
         if ready:
