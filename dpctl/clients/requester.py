@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from dpctl import api
 from dpctl.clients.http import HttpCallError, HttpClient, excerpt, pod_url
@@ -27,6 +27,7 @@ MEMORY_TIMEOUT_S: Final = 7.0
 # that hangs costs at most this much per chunk; the chunk is resent from the same offset.
 SET_LOG_TIMEOUT_S: Final = 2.0
 MIB: Final = 1 << 20
+_J = TypeVar("_J", list[Any], dict[str, Any])
 
 PURPOSE_ACCELERATORS = "query the requester's GPUs"
 PURPOSE_MEMORY = "query the GPU memory in use on the requester's GPUs"
@@ -115,14 +116,7 @@ def _parse_accelerators(body: bytes) -> list[str]:
     """The GPU UUIDs in an accelerators answer; ``ValueError`` saying what is wrong otherwise."""
     if not body.strip():
         raise ValueError("empty response body; expected a JSON array of GPU UUIDs")
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ValueError(
-            f"response is not JSON; expected a JSON array of GPU UUIDs, got: {excerpt(body)}"
-        ) from None
-    if not isinstance(doc, list):
-        raise ValueError(f"expected a JSON array of GPU UUIDs, got a JSON {_json_type(doc)}: {excerpt(body)}")
+    doc = _load_json(body, list, "a JSON array of GPU UUIDs")
     if not doc:
         raise ValueError("the requester reports no GPUs (does its container request nvidia.com/gpu?)")
     uuids: list[str] = []
@@ -137,14 +131,7 @@ def _parse_accelerators(body: bytes) -> list[str]:
 
 def _parse_memory(body: bytes) -> dict[str, int]:
     """The MiB in use per GPU in a memory answer; ``ValueError`` saying what is wrong otherwise."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ValueError(
-            f"response is not JSON; expected a JSON object of GPU UUID to MiB used, got: {excerpt(body)}"
-        ) from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"expected a JSON object of GPU UUID to MiB used, got a JSON {_json_type(doc)}")
+    doc = _load_json(body, dict, "a JSON object of GPU UUID to MiB used")
     if not doc:
         raise ValueError("the requester reports the memory of no GPUs")
     for uuid, mib in doc.items():
@@ -152,6 +139,17 @@ def _parse_memory(body: bytes) -> dict[str, int]:
             raise ValueError("a key of the memory answer is an empty string, not a GPU UUID")
         if not isinstance(mib, int) or isinstance(mib, bool) or mib < 0:
             raise ValueError(f"memory in use on {uuid} is {json.dumps(mib)}, not a number of MiB")
+    return doc
+
+
+def _load_json(body: bytes, kind: type[_J], expected: str) -> _J:
+    """The body as JSON of type ``kind``; ``ValueError`` naming ``expected`` otherwise."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ValueError(f"response is not JSON; expected {expected}, got: {excerpt(body)}") from None
+    if not isinstance(doc, kind):
+        raise ValueError(f"expected {expected}, got a JSON {_json_type(doc)}: {excerpt(body)}")
     return doc
 
 

@@ -98,21 +98,26 @@ def mark_retrieved(future: asyncio.Future[Any]) -> None:
 
 
 def _nvml_uuids(pynvml: Any) -> list[str]:
+    return per_nvml_device(pynvml, lambda handle: nvml_text(pynvml.nvmlDeviceGetUUID(handle)))
+
+
+def per_nvml_device(pynvml: Any, read: Callable[[Any], _T]) -> list[_T]:
+    """``read(handle)`` of every GPU NVML sees, in one NVML session; DiscoveryError on an NVML
+    failure or when there is no GPU. Blocking: run it in a daemon thread."""
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
         raise DiscoveryError(f"NVML: cannot initialise: {e}") from None
     try:
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        uuids = [nvml_text(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+        found = [read(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
     except pynvml.NVMLError as e:
         raise DiscoveryError(f"NVML: {e}") from None
     finally:
         with suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-    if not uuids:
+    if not found:
         raise DiscoveryError("NVML: found no GPUs")
-    return uuids
+    return found
 
 
 def nvml_text(value: str | bytes) -> str:

@@ -21,7 +21,6 @@ import asyncio
 import importlib
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from typing import Any, Final, Protocol
 
 from dpctl.gpuenv import SIM_NODE_ENV
@@ -31,6 +30,7 @@ from dpctl.stub.discovery import (
     in_daemon_thread,
     nvidia_smi_failure,
     nvml_text,
+    per_nvml_device,
     run_nvidia_smi,
 )
 
@@ -69,25 +69,12 @@ class NvmlMemory:
 
 
 def _nvml_memory(pynvml: Any) -> dict[str, int]:
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
-        raise DiscoveryError(f"NVML: cannot initialise: {e}") from None
-    try:
-        used: dict[str, int] = {}
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            used[nvml_text(pynvml.nvmlDeviceGetUUID(handle))] = int(
-                pynvml.nvmlDeviceGetMemoryInfo(handle).used // MIB
-            )
-    except pynvml.NVMLError as e:
-        raise DiscoveryError(f"NVML: {e}") from None
-    finally:
-        with suppress(pynvml.NVMLError):
-            pynvml.nvmlShutdown()
-    if not used:
-        raise DiscoveryError("NVML: found no GPUs")
-    return used
+    def used(handle: Any) -> tuple[str, int]:
+        return nvml_text(pynvml.nvmlDeviceGetUUID(handle)), int(
+            pynvml.nvmlDeviceGetMemoryInfo(handle).used // MIB
+        )
+
+    return dict(per_nvml_device(pynvml, used))
 
 
 class NvidiaSmiMemory:

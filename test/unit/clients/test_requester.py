@@ -11,7 +11,7 @@ from dpctl import api
 from dpctl.clients import HttpCallError, HttpClient, RequesterClient
 from dpctl.clients.requester import SET_LOG_TIMEOUT_S, LogGapError
 
-from .conftest import Serve, reply
+from .conftest import Serve, hang, reply
 
 pytestmark = pytest.mark.filterwarnings(
     "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning"
@@ -64,10 +64,6 @@ async def test_accelerators_http_error(http: HttpClient, serve: Serve) -> None:
 
 
 async def test_accelerators_times_out(http: HttpClient, serve: Serve) -> None:
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
     app = web.Application()
     app.router.add_get(api.ORIGINAL.accelerators_path, hang)
     port = await serve(app)
@@ -274,10 +270,6 @@ async def test_set_log_other_400_is_a_plain_error(http: HttpClient, serve: Serve
 
 
 async def test_set_log_to_a_hung_stub_gives_up_within_its_timeout(http: HttpClient, serve: Serve) -> None:
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
     app = web.Application()
     app.router.add_post(api.SET_LOG_PATH, hang)
     port = await serve(app)
