@@ -2,7 +2,7 @@
 asleep, and the GPU memory they use there.
 
 Contract invariant 1: never two awake inference servers on one GPU. A real GPU enforces a weaker
-form of it by running out of memory; a simulated one has no memory, so every emulated vLLM reports
+form of it by running out of memory; a simulated one allocates nothing, so every emulated vLLM reports
 here when it starts (begins loading its model onto its GPUs), sleeps, wakes and exits. Starting or
 waking on a GPU that another live server holds awake is recorded as a violation, for tests to
 assert on; on request the newcomer is also refused, as CUDA would refuse it with out-of-memory.
@@ -14,10 +14,13 @@ the KV cache; the CUDA context stays), and nothing once it exits. Memory a serve
 in use for ``release_delay_s`` more (a ``Release``): a server that has not let go of its memory
 yet, as a slow sleep or a process still being torn down leaves it, so that a memory guard before
 wake has something to see. A killed process's memory is freed at once, as the driver frees it.
+The sum may exceed the GPU's size (after an allowed violation), where a real GPU would have
+refused the allocation.
 
-Two implementations share those semantics (``_plan_awake``, ``_releases``, ``_usage``): ``Ledger``, a sqlite file shared by
-every process of a local cluster (``$DPCTL_SIM_STATE/gpu-ledger.sqlite``), and ``MemoryLedger``
-for servers emulated inside one process. A holder whose process is gone (killed before it could
+Two implementations share those semantics (``_plan_awake``, ``_releases``, ``_usage``):
+``Ledger``, a sqlite file shared by every process of a local cluster
+(``$DPCTL_SIM_STATE/gpu-ledger.sqlite``), and ``MemoryLedger`` for servers emulated inside one
+process. A holder whose process is gone (killed before it could
 say so) is ignored, and the sqlite ledger deletes its rows.
 """
 
