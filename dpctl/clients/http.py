@@ -42,12 +42,13 @@ class HttpResult:
 class HttpCallError(Exception):
     """A call that failed: no answer, or an answer that is not what was asked for."""
 
-    def __init__(self, purpose: str, url: str, status: int | None, detail: str) -> None:
+    def __init__(self, purpose: str, url: str, status: int | None, detail: str, body: bytes = b"") -> None:
         super().__init__(f"{purpose}: {url}: {detail}")
         self.purpose = purpose
         self.url = url
         self.status = status  # None when no HTTP answer arrived
         self.detail = detail
+        self.body = body  # of a non-2xx answer, for callers that read what it says
 
 
 def pod_url(purpose: str, host: str, port: int, path: str, query: Mapping[str, str] | None = None) -> str:
@@ -82,16 +83,18 @@ class HttpClient:
         url: str,
         *,
         json_body: Any = None,
+        data: bytes | None = None,
         timeout: float,
     ) -> HttpResult:
         """Make one request; a 2xx answer comes back, anything else raises :class:`HttpCallError`.
 
+        The request body is ``json_body`` as JSON or ``data`` as it is (at most one of them).
         ``timeout`` bounds the whole call (connect, send, wait, read the body).
         """
         started = time.monotonic()
         status = 0
         try:
-            status, reason, body = await self._request(purpose, method, url, json_body, timeout)
+            status, reason, body = await self._request(purpose, method, url, json_body, data, timeout)
         except HttpCallError as err:
             status = err.status or 0
             raise
@@ -99,17 +102,17 @@ class HttpClient:
             if self.observer is not None:
                 self.observer(purpose, status, time.monotonic() - started)
         if not 200 <= status < 300:
-            raise HttpCallError(purpose, url, status, f"HTTP {status} {reason}: {excerpt(body)}")
+            raise HttpCallError(purpose, url, status, f"HTTP {status} {reason}: {excerpt(body)}", body)
         return HttpResult(status, body)
 
     async def _request(
-        self, purpose: str, method: str, url: str, json_body: Any, timeout: float
+        self, purpose: str, method: str, url: str, json_body: Any, data: bytes | None, timeout: float
     ) -> tuple[int, str, bytes]:
         # sock_connect, not connect: waiting for a free pooled connection is not the Pod's fault.
         limits = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, self._connect_timeout))
         try:
             async with self._get_session().request(
-                method, url, json=json_body, timeout=limits, allow_redirects=False
+                method, url, json=json_body, data=data, timeout=limits, allow_redirects=False
             ) as resp:
                 body = await _read_capped(purpose, url, resp)
                 return resp.status, resp.reason or "", body

@@ -55,7 +55,7 @@ class Stubs:
         self.requesters = requesters
 
     async def query_gpus(self, host: str, port: int, dialect: api.Dialect) -> list[str]:
-        return await self.requesters.accelerators(host, port)
+        return await self.requesters.accelerators(host, port, dialect)
 
     async def accelerator_memory(self, host: str, port: int) -> dict[str, int]:
         return await self.requesters.accelerator_memory(host, port)

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+UPSTREAM_MIB_PER_SLEEPER = 4096
+
+
 class ControllerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +29,17 @@ class ControllerConfig(BaseModel):
     retry_period_s: float = Field(default=2.0, gt=0)
     identity: str = ""
     debug_accelerator_memory: bool = Field(default=False, description="check GPU memory before a wake")
-    wake_memory_budget_mib: int = Field(default=2048, ge=0, description="memory in use a wake tolerates")
+    wake_memory_budget_mib: int | None = Field(
+        default=None, ge=0, description="memory in use a wake tolerates"
+    )
+
+    def wake_memory_budget(self) -> int | None:
+        """Bytes per GPU, with the guard on. Upstream's rule by default: 4 GiB per sleeper the
+        limit allows, what sleeping vLLM servers (CUDA context, graphs) keep on a GPU."""
+        if not self.debug_accelerator_memory:
+            return None
+        mib = self.wake_memory_budget_mib
+        return (mib if mib is not None else UPSTREAM_MIB_PER_SLEEPER * self.sleeper_limit) << 20
+
     log_relay: bool = Field(default=True, description="relay bound runners' logs to their stubs")
     log_relay_bytes_per_s: int = Field(default=65536, ge=1024, description="per relay")

@@ -31,6 +31,7 @@ from typing import Final, Protocol
 
 from dpctl import api, log
 from dpctl.clients.http import HttpCallError
+from dpctl.clients.requester import LogGapError
 from dpctl.kube import ApiError
 
 # A follow stream with nothing new for this long is closed and opened again (a silent server is
@@ -146,6 +147,10 @@ class LogRelay:
             try:
                 await self._one_stream(target, progress)
                 failures = 0
+            except LogGapError as gap:
+                # The stub has less than we thought: resend from its end, on a fresh stream.
+                progress.base = min(progress.base, gap.content_length)
+                progress.delivered = gap.content_length
             except (ApiError, HttpCallError, OSError, TimeoutError) as err:
                 failures += 1
                 self._log.debug("Log relay interrupted", runner=target.runner, error=str(err))

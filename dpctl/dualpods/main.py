@@ -66,9 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wake-memory-budget-mib",
         type=int,
-        default=2048,
-        help="with --debug-accelerator-memory: MiB in use per GPU that a wake tolerates (default 2048:"
-        " what sleeping servers keep; more means a server has not let go of its memory yet)",
+        default=None,
+        help="with --debug-accelerator-memory: MiB in use per GPU that a wake tolerates (default, as"
+        " upstream: 4096 per sleeper --sleeper-limit allows; more means a server has not let go yet)",
     )
     p.add_argument(
         "--log-relay",
@@ -186,7 +186,7 @@ async def _main(cfg: ControllerConfig) -> int:
         ports,
         Settings(
             sleeper_limit=cfg.sleeper_limit,
-            wake_memory_budget=cfg.wake_memory_budget_mib << 20 if cfg.debug_accelerator_memory else None,
+            wake_memory_budget=cfg.wake_memory_budget(),
         ),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,

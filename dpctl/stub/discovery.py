@@ -36,7 +36,8 @@ _T = TypeVar("_T")
 
 
 class DiscoveryError(Exception):
-    """No GPUs found; the message says why, in words a user can act on."""
+    """A query of the container's GPUs (which ones, or their memory) failed; the message says why,
+    in words a user can act on."""
 
 
 class GpuDiscovery(Protocol):
@@ -58,15 +59,15 @@ class NvmlDiscovery:
             pynvml = importlib.import_module("pynvml")
         except ImportError:
             raise DiscoveryError("NVML: not available (Python package nvidia-ml-py not installed)") from None
-        if self._call is None or _failed(self._call):
-            self._call = _in_daemon_thread("nvml", lambda: _nvml_uuids(pynvml))
+        if self._call is None or failed(self._call):
+            self._call = in_daemon_thread("nvml", lambda: _nvml_uuids(pynvml))
         try:
             return await asyncio.wait_for(asyncio.shield(self._call), self.timeout_s)
         except TimeoutError:
             raise DiscoveryError(f"NVML: no answer within {self.timeout_s:g} s") from None
 
 
-def _in_daemon_thread(name: str, call: Callable[[], _T]) -> asyncio.Future[_T]:
+def in_daemon_thread(name: str, call: Callable[[], _T]) -> asyncio.Future[_T]:
     """Like asyncio.to_thread, but a call that never returns cannot hold up the process's exit.
 
     asyncio.run waits for the default executor's threads at exit, so a hung NVML call there
@@ -82,39 +83,44 @@ def _in_daemon_thread(name: str, call: Callable[[], _T]) -> asyncio.Future[_T]:
 
     threading.Thread(target=body, name=name, daemon=True).start()
     future = asyncio.wrap_future(outcome)
-    _mark_retrieved(future)
+    mark_retrieved(future)
     return future
 
 
-def _failed(future: asyncio.Future[Any]) -> bool:
+def failed(future: asyncio.Future[Any]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
 
 
-def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+def mark_retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a failure as seen even if every waiter went away (they get it from await), so that
     asyncio does not report it as never retrieved."""
     future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _nvml_uuids(pynvml: Any) -> list[str]:
+    return per_nvml_device(pynvml, lambda handle: nvml_text(pynvml.nvmlDeviceGetUUID(handle)))
+
+
+def per_nvml_device(pynvml: Any, read: Callable[[Any], _T]) -> list[_T]:
+    """``read(handle)`` of every GPU NVML sees, in one NVML session; DiscoveryError on an NVML
+    failure or when there is no GPU. Blocking: run it in a daemon thread."""
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
         raise DiscoveryError(f"NVML: cannot initialise: {e}") from None
     try:
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+        found = [read(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
     except pynvml.NVMLError as e:
         raise DiscoveryError(f"NVML: {e}") from None
     finally:
         with suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-    if not uuids:
+    if not found:
         raise DiscoveryError("NVML: found no GPUs")
-    return uuids
+    return found
 
 
-def _text(value: str | bytes) -> str:
+def nvml_text(value: str | bytes) -> str:
     # Older nvidia-ml-py releases return bytes.
     return value.decode() if isinstance(value, bytes) else value
 
@@ -125,36 +131,52 @@ class NvidiaSmiDiscovery:
         self.timeout_s = timeout_s
 
     async def discover(self) -> list[str]:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *NVIDIA_SMI_COMMAND,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=dict(self.env),
-                # Its own process group, so a timeout kills any children it spawned too.
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise DiscoveryError("nvidia-smi: not found on PATH") from None
-        except OSError as e:
-            raise DiscoveryError(f"nvidia-smi: cannot run it: {e}") from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
-        except TimeoutError:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise DiscoveryError(f"nvidia-smi: no answer within {self.timeout_s:g} s") from None
-        return _parse_nvidia_smi(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        returncode, out, err = await run_nvidia_smi(NVIDIA_SMI_COMMAND, self.env, self.timeout_s)
+        return _parse_nvidia_smi(returncode, out, err)
+
+
+async def run_nvidia_smi(
+    command: Sequence[str], env: Mapping[str, str], timeout_s: float
+) -> tuple[int | None, str, str]:
+    """Run ``nvidia-smi`` without blocking the loop: its exit code, stdout and stderr.
+
+    Raises DiscoveryError when it cannot be run or does not finish within ``timeout_s``.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            # Its own process group, so a timeout kills any children it spawned too.
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise DiscoveryError("nvidia-smi: not found on PATH") from None
+    except OSError as e:
+        raise DiscoveryError(f"nvidia-smi: cannot run it: {e}") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise DiscoveryError(f"nvidia-smi: no answer within {timeout_s:g} s") from None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def nvidia_smi_failure(returncode: int | None, out: str, err: str) -> DiscoveryError:
+    """The error for an ``nvidia-smi`` that exited non-zero, with the first line it said."""
+    said = next((line.strip() for line in (err + "\n" + out).splitlines() if line.strip()), "")
+    detail = f": {said}" if said else ""
+    return DiscoveryError(f"nvidia-smi: failed with exit code {returncode}{detail}")
 
 
 def _parse_nvidia_smi(returncode: int | None, out: str, err: str) -> list[str]:
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if returncode != 0:
-        said = next((line.strip() for line in (err + "\n" + out).splitlines() if line.strip()), "")
-        detail = f": {said}" if said else ""
-        raise DiscoveryError(f"nvidia-smi: failed with exit code {returncode}{detail}")
+        raise nvidia_smi_failure(returncode, out, err)
     if not lines:
         raise DiscoveryError("nvidia-smi: listed no GPUs")
     odd = [line for line in lines if not is_gpu_uuid(line)]
@@ -192,7 +214,7 @@ class FirstSuccess:
         if self._found is None:
             if self._attempt is None or self._attempt.done():
                 self._attempt = asyncio.create_task(self._try_all())
-                _mark_retrieved(self._attempt)
+                mark_retrieved(self._attempt)
             # Shielded: a caller that goes away must not cancel the attempt others wait for.
             self._found = await asyncio.shield(self._attempt)
         return list(self._found)

@@ -11,6 +11,10 @@ numbers them 0..n-1 in PCI order, while the UUIDs are the node's. So ``index`` e
 index only in a container that sees ``all`` GPUs, which is how the ``gpu-map`` script runs, and
 what makes the controller's ``CUDA_VISIBLE_DEVICES`` indices right in a runner that sees ``all``.
 
+Memory in use (``memory.used``, ``memory.free``) is what the GPU ledger says the emulated servers
+hold on each GPU (the sqlite ledger of ``$DPCTL_SIM_STATE``, or the one the caller passes, as the
+hollow kubelet does); it is read only when asked for.
+
 Supported: ``-L``/``--list-gpus``; ``--query-gpu=FIELDS --format=csv[,noheader][,nounits]`` with
 the fields in ``_FIELDS``; ``-i``/``--id`` to pick GPUs by (container) index or UUID; and a plain
 invocation printing a small table.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,7 +34,8 @@ from typing import Final, TextIO
 
 from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV, SIM_NODE_ENV, parse_visible_devices
 from dpsim.emulator.gputable import Gpu, GpuTable, load_gpu_table
-from dpsim.simenv import state_dir
+from dpsim.emulator.ledger import GpuLedger, Ledger
+from dpsim.simenv import ledger_path, state_dir
 
 DRIVER_VERSION: Final = "570.86.15"
 CUDA_VERSION: Final = "12.8"
@@ -52,19 +58,27 @@ class _Failure(Exception):
         self.code = code
 
 
-# field (and alias) -> (csv header, value of (container index, GPU, table), unit)
-_Value = Callable[[int, Gpu, GpuTable], str]
+# field (and alias) -> (csv header, value of (container index, GPU, table, MiB used per UUID), unit)
+_Value = Callable[[int, Gpu, GpuTable, Mapping[str, int]], str]
 _FIELDS: Final[dict[str, tuple[str, _Value, str]]] = {
-    "index": ("index", lambda i, g, t: str(i), ""),
-    "uuid": ("uuid", lambda i, g, t: g.uuid, ""),
-    "gpu_uuid": ("uuid", lambda i, g, t: g.uuid, ""),
-    "name": ("name", lambda i, g, t: t.name, ""),
-    "gpu_name": ("name", lambda i, g, t: t.name, ""),
-    "pci.bus_id": ("pci.bus_id", lambda i, g, t: g.pci_bus_id, ""),
-    "gpu_bus_id": ("pci.bus_id", lambda i, g, t: g.pci_bus_id, ""),
-    "memory.total": ("memory.total [MiB]", lambda i, g, t: str(t.memory_mib), "MiB"),
-    "driver_version": ("driver_version", lambda i, g, t: DRIVER_VERSION, ""),
+    "index": ("index", lambda i, g, t, u: str(i), ""),
+    "uuid": ("uuid", lambda i, g, t, u: g.uuid, ""),
+    "gpu_uuid": ("uuid", lambda i, g, t, u: g.uuid, ""),
+    "name": ("name", lambda i, g, t, u: t.name, ""),
+    "gpu_name": ("name", lambda i, g, t, u: t.name, ""),
+    "pci.bus_id": ("pci.bus_id", lambda i, g, t, u: g.pci_bus_id, ""),
+    "gpu_bus_id": ("pci.bus_id", lambda i, g, t, u: g.pci_bus_id, ""),
+    "memory.total": ("memory.total [MiB]", lambda i, g, t, u: str(t.memory_mib), "MiB"),
+    "memory.used": ("memory.used [MiB]", lambda i, g, t, u: str(u.get(g.uuid, 0)), "MiB"),
+    # Never below 0, as on a real GPU, although the ledger may count more than fits (see there).
+    "memory.free": (
+        "memory.free [MiB]",
+        lambda i, g, t, u: str(max(0, t.memory_mib - u.get(g.uuid, 0))),
+        "MiB",
+    ),
+    "driver_version": ("driver_version", lambda i, g, t, u: DRIVER_VERSION, ""),
 }
+_MEMORY_FIELDS: Final = frozenset({"memory.used", "memory.free"})
 _COUNT_FIELD: Final = "count"
 
 
@@ -81,12 +95,21 @@ def run(args: argparse.Namespace) -> int:
     return report(args, os.environ, sys.stdout, sys.stderr)
 
 
-def report(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+def report(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+    ledger: GpuLedger | None = None,
+) -> int:
+    """``ledger``: where memory in use is read; the state dir's sqlite ledger when None."""
     try:
         table, gpus = _container_gpus(env)
         picked = _select(gpus, args.id)
         if args.query_gpu:
-            out.write(_query(table, picked, len(gpus), args.query_gpu, args.format))
+            out.write(
+                _query(table, picked, len(gpus), args.query_gpu, args.format, lambda: _used(env, ledger))
+            )
         elif args.list_gpus:
             out.write("".join(f"GPU {i}: {table.name} (UUID: {g.uuid})\n" for i, g in picked))
         else:
@@ -118,6 +141,17 @@ def _container_gpus(env: Mapping[str, str]) -> tuple[GpuTable, list[_Numbered]]:
         raise _Failure(f"{_NO_DRIVER}\n(simulated node {node}: {e})", EXIT_DRIVER_NOT_LOADED) from e
 
 
+def _used(env: Mapping[str, str], ledger: GpuLedger | None) -> dict[str, int]:
+    if ledger is None:
+        state = state_dir(env)
+        assert state is not None  # _container_gpus failed otherwise
+        try:
+            ledger = Ledger(ledger_path(state))
+        except (OSError, sqlite3.Error) as e:
+            raise _Failure(f"{_NO_DRIVER}\n(cannot read the GPU ledger: {e})", EXIT_DRIVER_NOT_LOADED) from e
+    return ledger.memory_used_mib()
+
+
 def _select(gpus: list[_Numbered], ids: str | None) -> list[_Numbered]:
     if ids is None:
         return gpus
@@ -131,7 +165,12 @@ def _select(gpus: list[_Numbered], ids: str | None) -> list[_Numbered]:
 
 
 def _query(
-    table: GpuTable, gpus: list[_Numbered], count: int, fields_arg: str, format_arg: str | None
+    table: GpuTable,
+    gpus: list[_Numbered],
+    count: int,
+    fields_arg: str,
+    format_arg: str | None,
+    used: Callable[[], Mapping[str, int]],
 ) -> str:
     options = [o.strip() for o in (format_arg or "").split(",")]
     if not format_arg or options[0] != "csv" or not set(options[1:]) <= {"noheader", "nounits"}:
@@ -146,15 +185,19 @@ def _query(
     if "noheader" not in options:
         rows.append([_FIELDS[f][0] if f in _FIELDS else f for f in fields])
     units = "nounits" not in options
-    rows += [[_cell(f, i, g, table, count, units=units) for f in fields] for i, g in gpus]
+    usage = used() if _MEMORY_FIELDS & set(fields) else {}
+    rows += [[_cell(f, i, g, table, usage, count, units=units) for f in fields] for i, g in gpus]
     return "".join(", ".join(row) + "\n" for row in rows)
 
 
-def _cell(field: str, index: int, gpu: Gpu, table: GpuTable, count: int, *, units: bool) -> str:
+def _cell(
+    field: str, index: int, gpu: Gpu, table: GpuTable, used: Mapping[str, int], count: int, *, units: bool
+) -> str:
     if field == _COUNT_FIELD:
         return str(count)
     _, value, unit = _FIELDS[field]
-    return f"{value(index, gpu, table)} {unit}" if unit and units else value(index, gpu, table)
+    text = value(index, gpu, table, used)
+    return f"{text} {unit}" if unit and units else text
 
 
 def _summary(table: GpuTable, gpus: list[_Numbered]) -> str:

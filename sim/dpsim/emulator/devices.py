@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV, SIM_NODE_ENV, is_gpu_uuid, parse_visible_devices
 from dpsim.emulator.gputable import Gpu, GpuTable, UnknownDeviceError, load_gpu_table
-from dpsim.emulator.ledger import GpuLedger, Holder, Ledger, Violation
+from dpsim.emulator.ledger import Footprint, GpuLedger, Holder, Ledger, Violation
 from dpsim.simenv import (
     CUDA_DEVICE_ORDER_ENV,
     CUDA_VISIBLE_DEVICES_ENV,
@@ -92,7 +92,9 @@ def cuda_oom_message(violations: list[Violation]) -> str:
 
 @dataclass(frozen=True)
 class GpuSeat:
-    """An emulated server's place on its simulated GPUs; every change is reported to the ledger.
+    """An emulated server's place on its simulated GPUs; every change is reported to the ledger,
+    with the memory it uses on each GPU (``footprint``) and how long memory it gives up stays in
+    use (``release_delay_s``).
 
     The ledger may block briefly (a sqlite lock), so calls run in a worker thread.
     """
@@ -101,20 +103,33 @@ class GpuSeat:
     holder: Holder
     gpus: tuple[str, ...]
     refuse_conflict: bool
+    footprint: Footprint = field(default_factory=Footprint)
+    release_delay_s: float = 0.0
 
     async def start(self) -> list[Violation]:
         return await asyncio.to_thread(
-            self.ledger.start, self.holder, self.gpus, refuse_conflict=self.refuse_conflict
+            self.ledger.start,
+            self.holder,
+            self.gpus,
+            refuse_conflict=self.refuse_conflict,
+            mib=self.footprint.awake_mib,
         )
 
     async def wake(self) -> list[Violation]:
-        return await asyncio.to_thread(self.ledger.wake, self.holder, refuse_conflict=self.refuse_conflict)
+        return await asyncio.to_thread(
+            self.ledger.wake, self.holder, refuse_conflict=self.refuse_conflict, mib=self.footprint.awake_mib
+        )
 
     async def sleep(self) -> None:
-        await asyncio.to_thread(self.ledger.sleep, self.holder)
+        await asyncio.to_thread(
+            self.ledger.sleep,
+            self.holder,
+            mib=self.footprint.asleep_mib,
+            release_delay_s=self.release_delay_s,
+        )
 
     async def exit(self) -> None:
-        await asyncio.to_thread(self.ledger.exit, self.holder)
+        await asyncio.to_thread(self.ledger.exit, self.holder, release_delay_s=self.release_delay_s)
 
 
 @dataclass(frozen=True)
@@ -123,7 +138,13 @@ class Placement:
     warnings: tuple[str, ...]
 
 
-def placement_from_env(env: Mapping[str, str], *, refuse_conflict: bool) -> Placement | None:
+def placement_from_env(
+    env: Mapping[str, str],
+    *,
+    refuse_conflict: bool,
+    gpu_memory_utilization: float,
+    release_delay_s: float,
+) -> Placement | None:
     """The seat of a server run by the simulated kubelet; None outside the local cluster.
 
     Raises DeviceError when the simulated node or its GPUs cannot be used.
@@ -148,5 +169,7 @@ def placement_from_env(env: Mapping[str, str], *, refuse_conflict: bool) -> Plac
         holder=Holder.from_env(env),
         gpus=tuple(g.uuid for g in devices.gpus),
         refuse_conflict=refuse_conflict,
+        footprint=Footprint.of(table.memory_mib, gpu_memory_utilization),
+        release_delay_s=release_delay_s,
     )
     return Placement(seat, devices.warnings)

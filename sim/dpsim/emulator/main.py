@@ -73,7 +73,12 @@ async def _main(config: EmulatorConfig, env: Mapping[str, str]) -> int:
     # From here on SIGTERM is graceful, so the GPUs taken below are always given back.
     with termination_signals() as terminated:
         try:
-            placement = placement_from_env(env, refuse_conflict=config.oom_on_conflict)
+            placement = placement_from_env(
+                env,
+                refuse_conflict=config.oom_on_conflict,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+                release_delay_s=config.memory_release_delay_s,
+            )
         except DeviceError as e:
             log.error("%s", e)
             return EXIT_GPU_FAILED

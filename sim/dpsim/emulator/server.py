@@ -4,7 +4,8 @@ What the controller calls on a runner (contract §3) behaves as in vLLM: ``/heal
 the model loads; ``/sleep``, ``/wake_up`` and ``/is_sleeping`` exist only with
 ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1``; sleeping or waking twice is harmless.
 ``/v1/models`` and a deterministic ``/v1/completions`` let users and tests see it serve. Every
-change of GPU use goes to the GPU ledger through the server's ``GpuSeat``.
+change of GPU use (and of GPU memory: see the ledger) goes to the GPU ledger through the
+server's ``GpuSeat``.
 
 ``Emulator`` binds nothing, so one process can host many (a future hollow kubelet); the loading
 timer runs while the app returned by ``make_emulator_app`` runs.
@@ -39,6 +40,9 @@ STARTUP_DELAY_ENV: Final = "VLLM_EMULATOR_STARTUP_DELAY"
 SLEEP_DELAY_ENV: Final = "VLLM_EMULATOR_SLEEP_DELAY"
 WAKE_DELAY_ENV: Final = "VLLM_EMULATOR_WAKE_DELAY"
 OOM_ON_CONFLICT_ENV: Final = "VLLM_EMULATOR_OOM_ON_CONFLICT"
+# Seconds the memory a server gives up on sleep or exit stays in use: a server that has not
+# released its memory yet (the controller's memory guard before wake must wait for it).
+MEMORY_RELEASE_DELAY_ENV: Final = "VLLM_EMULATOR_MEMORY_RELEASE_DELAY"
 DEFAULT_STARTUP_DELAY_S: Final = 2.0
 DEFAULT_SLEEP_DELAY_S: Final = 0.2
 DEFAULT_WAKE_DELAY_S: Final = 0.2
@@ -58,6 +62,7 @@ class EmulatorConfig:
     sleep_delay_s: float = DEFAULT_SLEEP_DELAY_S
     wake_delay_s: float = DEFAULT_WAKE_DELAY_S
     oom_on_conflict: bool = False
+    memory_release_delay_s: float = 0.0
 
     @classmethod
     def from_env(cls, args: ServeArgs, env: Mapping[str, str]) -> EmulatorConfig:
@@ -69,6 +74,7 @@ class EmulatorConfig:
             sleep_delay_s=_seconds(env, SLEEP_DELAY_ENV, DEFAULT_SLEEP_DELAY_S),
             wake_delay_s=_seconds(env, WAKE_DELAY_ENV, DEFAULT_WAKE_DELAY_S),
             oom_on_conflict=_flag(env, OOM_ON_CONFLICT_ENV),
+            memory_release_delay_s=_seconds(env, MEMORY_RELEASE_DELAY_ENV, 0.0),
         )
 
     @property

@@ -25,7 +25,9 @@ A hollow container behaves as its process would, as far as anyone outside can te
 - ``exec`` (exec probes) runs a process in the container's environment, as for a process.
 
 GPU discovery in a hollow stub reads what the ``nvidia-smi`` shim would print, without starting
-the shim, then ``NVIDIA_VISIBLE_DEVICES``, the order of the process's sources on a simulated node.
+the shim, then ``NVIDIA_VISIBLE_DEVICES``, the order of the process's sources on a simulated node;
+memory in use likewise, from this runtime's ledger. The relayed server log (set-log) goes to the
+container's CRI log as stdout, where the process's stdout would go.
 
 The servers run on an event loop of their own, in a thread of the kubelet (:class:`ServerLoop`),
 as a container's process runs beside the kubelet: when the kubelet is busy starting a thousand
@@ -63,24 +65,24 @@ from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV, SIM_NODE_ENV
 from dpctl.stub.discovery import (
     NVIDIA_SMI_COMMAND,
     FirstSuccess,
-    GpuDiscovery,
     VisibleDevicesDiscovery,
     _parse_nvidia_smi,
 )
 from dpctl.stub.main import EXIT_BIND_FAILED as EXIT_STUB_BIND_FAILED
 from dpctl.stub.main import EXIT_USAGE, stub_ports
+from dpctl.stub.memory import NVIDIA_SMI_MEMORY_COMMAND, parse_nvidia_smi_memory
 from dpctl.stub.server import StubState, make_probes_app, make_spi_app
 from dpctl.stub.serving import start_runner
 from dpsim import nvidiasmi
 from dpsim.emulator.args import USAGE, ServeArgsError, parse_serve_args
 from dpsim.emulator.devices import DeviceError, GpuSeat, resolve_cuda_devices
 from dpsim.emulator.gputable import GpuTable, load_gpu_table
-from dpsim.emulator.ledger import GpuLedger, Hold, Holder, Ledger, MemoryLedger
+from dpsim.emulator.ledger import Footprint, GpuLedger, Hold, Holder, Ledger, MemoryLedger
 from dpsim.emulator.main import EXIT_BIND_FAILED as EXIT_EMULATOR_BIND_FAILED
 from dpsim.emulator.main import EXIT_GPU_FAILED
 from dpsim.emulator.server import EMULATED_VLLM_VERSION, Emulator, EmulatorConfig, make_emulator_app
 from dpsim.kubelet.hollownet import HollowListeners, ListenMode
-from dpsim.kubelet.logfiles import CriLogWriter
+from dpsim.kubelet.logfiles import MAX_ENTRY, CriLogWriter
 from dpsim.kubelet.runtime import (
     ContainerHandle,
     ContainerRuntime,
@@ -154,27 +156,51 @@ def _container_logger(name: str, launch: Launch, fmt: str, datefmt: str | None =
 
 
 class _SimNvidiaSmi:
-    """What the container's ``nvidia-smi`` shim would print, computed here instead of in a process."""
+    """What the container's ``nvidia-smi`` shim would print, computed here instead of in a process,
+    with memory in use from this runtime's ledger (which the shim could not see in ``memory`` mode)."""
 
-    _ARGS: Final = NVIDIA_SMI_COMMAND[1:]
-
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], ledger: GpuLedger) -> None:
         self.env = env
+        self.ledger = ledger
 
-    async def discover(self) -> list[str]:
+    def _run(self, command: Sequence[str]) -> tuple[int, str, str]:
         parser = argparse.ArgumentParser(prog="nvidia-smi")
         nvidiasmi.add_arguments(parser)
         out, err = io.StringIO(), io.StringIO()
-        code = nvidiasmi.report(parser.parse_args(list(self._ARGS)), self.env, out, err)
-        return _parse_nvidia_smi(code, out.getvalue(), err.getvalue())
+        code = nvidiasmi.report(parser.parse_args(list(command[1:])), self.env, out, err, self.ledger)
+        return code, out.getvalue(), err.getvalue()
+
+    async def discover(self) -> list[str]:
+        return _parse_nvidia_smi(*self._run(NVIDIA_SMI_COMMAND))
+
+    async def memory_used_mib(self) -> dict[str, int]:
+        # In a worker thread: the sqlite ledger may wait for its lock.
+        return parse_nvidia_smi_memory(*await asyncio.to_thread(self._run, NVIDIA_SMI_MEMORY_COMMAND))
 
 
-def _discovery(env: Mapping[str, str]) -> GpuDiscovery:
-    sources: list[tuple[str, GpuDiscovery]] = [
-        ("nvidia-smi", _SimNvidiaSmi(env)),
-        (NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env)),
-    ]
-    return FirstSuccess(sources)
+class _CriStdout:
+    """The stub's stdout (where it appends the relayed server log) in the container's CRI log.
+
+    The file is opened per write (thousands of stubs must not hold a descriptor each); a last
+    line without its newline waits here for the rest, at most one CRI entry of it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._rest = b""
+
+    def __call__(self, data: bytes) -> None:
+        buf = self._rest + data
+        cut = buf.rfind(b"\n") + 1
+        if len(buf) - cut > MAX_ENTRY:
+            cut = len(buf)
+        self._rest = buf[cut:]
+        if cut:
+            writer = CriLogWriter(self.path)
+            try:
+                writer.write("stdout", buf[:cut])
+            finally:
+                writer.close()
 
 
 @dataclass
@@ -423,10 +449,12 @@ class HollowRuntime:
             return handle.exited(EXIT_USAGE, str(e))
         host = self._host(env, "")
         state = StubState()
-        apps = (
-            ("probes", make_probes_app(state, faults), probes_port),
-            ("spi", make_spi_app(state, _discovery(env), faults), spi_port),
+        nvidia_smi = _SimNvidiaSmi(env, self.ledger)
+        discovery = FirstSuccess(
+            [("nvidia-smi", nvidia_smi), (NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env))]
         )
+        spi = make_spi_app(state, discovery, faults, memory=nvidia_smi, log_sink=_CriStdout(launch.log_path))
+        apps = (("probes", make_probes_app(state, faults), probes_port), ("spi", spi, spi_port))
         for listener, app, port in apps:
             try:
                 await handle.serve(host, port, app)
@@ -459,7 +487,7 @@ class HollowRuntime:
         log.info("vLLM API server version %s (dpctl emulator, hollow)", EMULATED_VLLM_VERSION)
         log.info("args: model=%s port=%d sleep_mode=%s", serve.model, serve.port, serve.enable_sleep_mode)
         try:
-            seat = self._seat(env, refuse_conflict=config.oom_on_conflict, log=log)
+            seat = self._seat(env, config, log=log)
         except DeviceError as e:
             return handle.exited(EXIT_GPU_FAILED, str(e))
         emulator = Emulator(config, seat, log)
@@ -479,7 +507,7 @@ class HollowRuntime:
         log.info("Waiting for application startup.")
         return handle
 
-    def _seat(self, env: Mapping[str, str], *, refuse_conflict: bool, log: logging.Logger) -> GpuSeat | None:
+    def _seat(self, env: Mapping[str, str], config: EmulatorConfig, *, log: logging.Logger) -> GpuSeat | None:
         """As ``placement_from_env``, with this runtime's ledger and cached GPU tables."""
         state = state_dir(env)
         if state is None:
@@ -497,7 +525,12 @@ class HollowRuntime:
         for warning in devices.warnings:
             log.warning("%s", warning)
         seat = GpuSeat(
-            self.ledger, Holder.from_env(env), tuple(g.uuid for g in devices.gpus), refuse_conflict
+            self.ledger,
+            Holder.from_env(env),
+            tuple(g.uuid for g in devices.gpus),
+            config.oom_on_conflict,
+            Footprint.of(table.memory_mib, config.args.gpu_memory_utilization),
+            config.memory_release_delay_s,
         )
         log.info("Loading the model onto GPUs %s as %s", ", ".join(seat.gpus), seat.holder)
         return seat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ def reply(**response: Any) -> Handler:
         return web.Response(**response)
 
     return handler
+
+
+async def hang(request: web.Request) -> web.Response:
+    """A handler that never answers (a wedged Pod)."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

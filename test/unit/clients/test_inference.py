@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
@@ -12,7 +11,7 @@ from aiohttp import web
 from dpctl import api
 from dpctl.clients import HttpCallError, HttpClient, InferenceClient, SleepModeUnavailable
 
-from .conftest import Serve, reply
+from .conftest import Serve, hang, reply
 
 pytestmark = pytest.mark.filterwarnings(
     "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning"
@@ -113,10 +112,6 @@ async def test_server_errors_stay_ordinary_errors(http: HttpClient, serve: Serve
 
 
 async def test_wake_up_that_hangs_fails_within_its_timeout(http: HttpClient, serve: Serve) -> None:
-    async def hang(request: web.Request) -> web.Response:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
     app = web.Application()
     app.router.add_post(api.WAKE_UP_PATH, hang)
     port = await serve(app)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from dpctl.clients.http import HttpCallError
+from dpctl.clients.requester import LogGapError
 from dpctl.dualpods.logrelay import LogRelay, RelaySettings, Target, _Bucket
 from helpers import async_wait_for
 
@@ -58,6 +59,8 @@ class Stub:
             self.fail_next -= 1
             raise HttpCallError("relay", "url", 503, "busy")
         have = len(self.printed)
+        if start > have:
+            raise LogGapError(HttpCallError("relay", "url", 400, "beyond"), have)
         if start <= have < start + len(chunk):
             self.printed += chunk[have - start :]
         return len(self.printed) if self.report_end else None
@@ -181,3 +184,16 @@ def test_the_rate_cap_makes_a_burst_wait_its_share_of_a_second() -> None:
     assert bucket.wait_for(500) == pytest.approx(0.5)
     now[0] += 0.5
     assert bucket.wait_for(500) == pytest.approx(0.5)
+
+
+async def test_a_stub_that_lost_its_log_gets_it_again_from_where_it_is() -> None:
+    source, stub = Source(list(LOG), end_streams=False), Stub()
+    relay = LogRelay(source, stub, Meter(), RelaySettings(bytes_per_s=1e9))
+    relay.follow("uid-a", TARGET)
+    await async_wait_for(lambda: len(stub.printed) == len(b"".join(LOG)), 10, "the log relayed")
+    del stub.printed[len(LOG[0]) :]  # as if it had kept only the first line
+    source.chunks.append(b"INFO more\n")
+    source.appended.set()
+    await async_wait_for(lambda: stub.printed.endswith(b"INFO more\n"), 10, "the log after the gap")
+    await relay.close()
+    assert bytes(stub.printed) == b"".join([*LOG, b"INFO more\n"])

@@ -12,8 +12,11 @@ import pytest
 
 from dpctl import cli
 from dpctl.stub.discovery import NvidiaSmiDiscovery
+from dpctl.stub.memory import NvidiaSmiMemory
 from dpsim.emulator.gputable import GpuTable, save_gpu_table
+from dpsim.emulator.ledger import Holder, Ledger
 from dpsim.nvidiasmi import write_nvidia_smi_shim
+from dpsim.simenv import ledger_path
 
 TABLE = GpuTable.generate("node-a", 4)
 G = TABLE.gpus
@@ -182,3 +185,34 @@ async def test_stub_discovers_a_containers_gpus_through_the_shim(state: Path, tm
         "NVIDIA_VISIBLE_DEVICES": f"{G[2].uuid},{G[0].uuid}",
     }
     assert await NvidiaSmiDiscovery(env, timeout_s=30).discover() == [G[0].uuid, G[2].uuid]
+
+
+def test_memory_used_follows_the_gpu_ledger(
+    container: pytest.MonkeyPatch, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(ledger_path(state))
+    runner = Holder("ns/runner", "uid-r", os.getpid())
+    query = ("--query-gpu=uuid,memory.used", "--format=csv,noheader,nounits")
+    assert smi(capsys, *query) == (0, "".join(f"{g.uuid}, 0\n" for g in G))
+    ledger.start(runner, [G[1].uuid], refuse_conflict=False, mib=41461)
+    code, out = smi(capsys, *query)
+    assert (code, out.splitlines()[:2]) == (0, [f"{G[0].uuid}, 0", f"{G[1].uuid}, 41461"])
+    ledger.sleep(runner, mib=512)
+    assert smi(capsys, "--query-gpu=memory.used,memory.free", "--format=csv", "-i", "1") == (
+        0,
+        f"memory.used [MiB], memory.free [MiB]\n512 MiB, {TABLE.memory_mib - 512} MiB\n",
+    )
+
+
+async def test_the_stub_reads_memory_through_the_shim(state: Path, tmp_path: Path) -> None:
+    write_nvidia_smi_shim(tmp_path / "bin", sys.executable)
+    env = {
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+        "DPCTL_SIM_STATE": str(state),
+        "DPCTL_SIM_NODE": "node-a",
+        "NVIDIA_VISIBLE_DEVICES": G[2].uuid,
+    }
+    Ledger(ledger_path(state)).start(
+        Holder("ns/r", "uid-r", os.getpid()), [G[2].uuid], refuse_conflict=False, mib=7
+    )
+    assert await NvidiaSmiMemory(env, timeout_s=30).memory_used_mib() == {G[2].uuid: 7}

@@ -150,3 +150,41 @@ async def test_server_binds_both_or_neither(unused_tcp_port_factory: Callable[[]
     # The probes listener was released again.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", probes_port))
+
+
+class Memory:
+    """A memory source whose answer (or failure) a test sets; counts the calls."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] | None = None
+        self.calls = 0
+
+    async def memory_used_mib(self) -> dict[str, int]:
+        self.calls += 1
+        if self.used is None:
+            raise DiscoveryError("cannot measure GPU memory: nvidia-smi: not found on PATH")
+        return dict(self.used)
+
+
+async def test_memory_usage_is_upstreams_json_and_measured_every_time(state: StubState, flaky: Flaky) -> None:
+    memory = Memory()
+    app = make_spi_app(state, FirstSuccess([("flaky", flaky)]), memory=memory)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        memory.used = {UUID_A: 41461}
+        resp = await client.get("/v1/dual-pods/accelerator-memory-usage")
+        assert (resp.status, resp.content_type, await resp.json()) == (
+            200,
+            "application/json",
+            {UUID_A: 41461},
+        )
+        memory.used = {UUID_A: 512}
+        assert await (await client.get("/v1/dual-pods/accelerator-memory-usage")).json() == {UUID_A: 512}
+        assert memory.calls == 2
+
+
+async def test_memory_usage_failure_is_500_with_the_reason(state: StubState, flaky: Flaky) -> None:
+    app = make_spi_app(state, FirstSuccess([("flaky", flaky)]), memory=Memory())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.get("/v1/dual-pods/accelerator-memory-usage")
+        assert resp.status == 500
+        assert await resp.text() == "cannot measure GPU memory: nvidia-smi: not found on PATH\n"

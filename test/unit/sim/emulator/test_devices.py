@@ -9,7 +9,7 @@ import pytest
 
 from dpsim.emulator.devices import DeviceError, placement_from_env, resolve_cuda_devices
 from dpsim.emulator.gputable import GpuTable, save_gpu_table
-from dpsim.emulator.ledger import Holder
+from dpsim.emulator.ledger import ASLEEP_RESIDUE_MIB, Footprint, Holder
 
 TABLE = GpuTable.generate("node-a", 4)
 G = TABLE.gpus
@@ -82,7 +82,15 @@ def test_container_given_a_gpu_the_node_lacks() -> None:
 
 
 def test_no_state_dir_no_placement() -> None:
-    assert placement_from_env({"NVIDIA_VISIBLE_DEVICES": "all"}, refuse_conflict=False) is None
+    assert (
+        placement_from_env(
+            {"NVIDIA_VISIBLE_DEVICES": "all"},
+            refuse_conflict=False,
+            gpu_memory_utilization=0.9,
+            release_delay_s=0,
+        )
+        is None
+    )
 
 
 def test_placement(tmp_path: Path) -> None:
@@ -96,11 +104,13 @@ def test_placement(tmp_path: Path) -> None:
         "CUDA_VISIBLE_DEVICES": "3",
         **PCI,
     }
-    placement = placement_from_env(env, refuse_conflict=True)
+    placement = placement_from_env(env, refuse_conflict=True, gpu_memory_utilization=0.5, release_delay_s=3)
     assert placement is not None
     assert placement.warnings == ()
     seat = placement.seat
     assert (seat.gpus, seat.refuse_conflict) == ((G[3].uuid,), True)
+    assert seat.footprint == Footprint(awake_mib=TABLE.memory_mib // 2, asleep_mib=ASLEEP_RESIDUE_MIB)
+    assert seat.release_delay_s == 3
     assert (seat.holder.pod, seat.holder.pod_uid) == ("ns/runner", "uid-r")
     assert isinstance(seat.holder, Holder)
     assert (tmp_path / "gpu-ledger.sqlite").exists()
@@ -114,4 +124,4 @@ def test_placement_needs_a_registered_node(tmp_path: Path, node: str, message: s
     save_gpu_table(tmp_path, TABLE)
     env = {"DPCTL_SIM_STATE": str(tmp_path), "DPCTL_SIM_NODE": node, "NVIDIA_VISIBLE_DEVICES": "all"}
     with pytest.raises(DeviceError, match=message):
-        placement_from_env(env, refuse_conflict=False)
+        placement_from_env(env, refuse_conflict=False, gpu_memory_utilization=0.9, release_delay_s=0)

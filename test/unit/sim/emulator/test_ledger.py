@@ -190,3 +190,81 @@ def test_sqlite_concurrent_creation(path: Path) -> None:
         8, lambda i: Ledger(path).start(Holder("ns/p", f"u{i}", ME), [f"GPU-{i}"], refuse_conflict=False)
     )
     assert len(Ledger(path).awake_holders()) == 8
+
+
+# --- GPU memory ---------------------------------------------------------------------------------
+
+AWAKE_MIB = 41461
+ASLEEP_MIB = 512
+
+
+def test_memory_follows_start_sleep_wake_and_exit(ledger: GpuLedger) -> None:
+    assert ledger.memory_used_mib() == {}
+    ledger.start(A, [GPU_0, GPU_1], refuse_conflict=False, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: AWAKE_MIB, GPU_1: AWAKE_MIB}
+    ledger.sleep(A, mib=ASLEEP_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: ASLEEP_MIB, GPU_1: ASLEEP_MIB}
+    ledger.wake(A, refuse_conflict=False, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: AWAKE_MIB, GPU_1: AWAKE_MIB}
+    ledger.exit(A)
+    assert ledger.memory_used_mib() == {}
+
+
+def test_memory_of_servers_on_one_gpu_adds_up(ledger: GpuLedger) -> None:
+    ledger.start(A, [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    ledger.sleep(A, mib=ASLEEP_MIB)
+    ledger.start(B, [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: AWAKE_MIB + ASLEEP_MIB}
+
+
+def test_a_refused_start_takes_no_memory(ledger: GpuLedger) -> None:
+    ledger.start(A, [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    ledger.start(B, [GPU_0], refuse_conflict=True, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: AWAKE_MIB}
+
+
+def test_a_dead_holders_memory_is_free(ledger: GpuLedger) -> None:
+    # The driver frees a killed process's memory, whatever the ledger last heard from it.
+    ledger.start(Holder("ns/gone", "uid-gone", dead_pid()), [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {}
+
+
+@pytest.mark.parametrize("change", ["sleep", "exit"])
+def test_memory_given_up_stays_in_use_for_the_release_delay(ledger: GpuLedger, change: str) -> None:
+    ledger.start(A, [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    if change == "sleep":
+        ledger.sleep(A, mib=ASLEEP_MIB, release_delay_s=0.5)
+    else:
+        ledger.exit(A, release_delay_s=0.5)
+    # Still all of it: the new residue and what has not been released yet.
+    assert ledger.memory_used_mib() == {GPU_0: AWAKE_MIB}
+    after = ASLEEP_MIB if change == "sleep" else None
+    wait_for(lambda: ledger.memory_used_mib().get(GPU_0) == after, 10, "the delayed release")
+
+
+def test_a_release_outlives_its_process(tmp_path: Path) -> None:
+    # A server that exits with memory still held: the release is the GPU's, not the process's.
+    ledger = Ledger(tmp_path / "gpu-ledger.sqlite")
+    gone = Holder("ns/gone", "uid-gone", ME)
+    ledger.start(gone, [GPU_0], refuse_conflict=False, mib=AWAKE_MIB)
+    ledger.exit(gone, release_delay_s=60)
+    assert Ledger(tmp_path / "gpu-ledger.sqlite").memory_used_mib() == {GPU_0: AWAKE_MIB}
+    ledger.clear()
+    assert ledger.memory_used_mib() == {}
+
+
+def test_a_ledger_file_from_before_memory_accounting_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "gpu-ledger.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE holds (gpu TEXT NOT NULL, pod TEXT NOT NULL, pod_uid TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, awake INTEGER NOT NULL, since REAL NOT NULL,"
+        " PRIMARY KEY (gpu, pod, pod_uid, pid))"
+    )
+    conn.execute("INSERT INTO holds VALUES (?, 'ns/old', 'uid-old', ?, 1, 0)", (GPU_0, ME))
+    conn.commit()
+    conn.close()
+    ledger = Ledger(path)
+    assert ledger.memory_used_mib() == {GPU_0: 0}
+    ledger.start(A, [GPU_1], refuse_conflict=False, mib=AWAKE_MIB)
+    assert ledger.memory_used_mib() == {GPU_0: 0, GPU_1: AWAKE_MIB}

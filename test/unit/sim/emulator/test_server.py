@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dpsim.emulator.args import ServeArgs
 from dpsim.emulator.devices import GpuSeat
-from dpsim.emulator.ledger import Holder, MemoryLedger
+from dpsim.emulator.ledger import ASLEEP_RESIDUE_MIB, Footprint, Holder, MemoryLedger
 from dpsim.emulator.server import Emulator, EmulatorConfig, make_emulator_app
 from helpers import async_wait_for
 
@@ -244,3 +244,28 @@ async def test_waking_onto_an_awake_gpu(refuse: bool) -> None:
         else:
             assert resp.status == 200
             assert not await is_sleeping(client)
+
+
+async def test_memory_follows_the_emulated_server_awake_and_asleep() -> None:
+    ledger = MemoryLedger()
+    footprint = Footprint.of(46068, 0.9)
+    mine = GpuSeat(
+        ledger, Holder("ns/a", "uid-a", os.getpid()), (GPU,), refuse_conflict=False, footprint=footprint
+    )
+    await mine.start()
+    assert ledger.memory_used_mib() == {GPU: 41461}
+    async with serving(emulator(seat=mine)) as client:
+        await client.post("/sleep")
+        assert ledger.memory_used_mib() == {GPU: ASLEEP_RESIDUE_MIB}
+        await client.post("/wake_up")
+        assert ledger.memory_used_mib() == {GPU: 41461}
+    await mine.exit()
+    assert ledger.memory_used_mib() == {}
+
+
+def test_memory_release_delay_is_read_from_the_environment() -> None:
+    config = EmulatorConfig.from_env(ServeArgs(), {"VLLM_EMULATOR_MEMORY_RELEASE_DELAY": "2.5"})
+    assert config.memory_release_delay_s == 2.5
+    assert EmulatorConfig.from_env(ServeArgs(), {}).memory_release_delay_s == 0
+    with pytest.raises(ValueError, match="VLLM_EMULATOR_MEMORY_RELEASE_DELAY='soon'"):
+        EmulatorConfig.from_env(ServeArgs(), {"VLLM_EMULATOR_MEMORY_RELEASE_DELAY": "soon"})

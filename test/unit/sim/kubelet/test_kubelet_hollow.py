@@ -299,3 +299,36 @@ async def test_servers_answer_while_the_kubelet_loop_is_busy(state: Path) -> Non
             assert resp.read() == f'["{TABLE.uuids[3]}"]'.encode()
     finally:
         await rt.shutdown(1.0)
+
+
+async def test_a_hollow_stub_reports_the_memory_its_runner_holds(
+    state: Path, runtime: HollowRuntime, http: aiohttp.ClientSession
+) -> None:
+    stub_pod, runner_pod = Pod(state, TABLE.uuids[1], "req"), Pod(state, "all", "run")
+    probes, spi, port = free_port(), free_port(), free_port()
+    await runtime.start(stub_pod.launch(state, STUB, stub_env(probes, spi)), Exits())
+    await runtime.start(runner_pod.launch(state, vllm_argv(port), vllm_env(port)), Exits())
+    memory = f"http://{stub_pod.ip}:{spi}/v1/dual-pods/accelerator-memory-usage"
+    awake = int(TABLE.memory_mib * 0.9)  # vLLM's default --gpu-memory-utilization
+    assert await call(http, "GET", memory) == (200, {TABLE.uuids[1]: awake})
+    base = f"http://{runner_pod.ip}:{port}"
+    await async_wait_for(
+        lambda: call(http, "GET", base + "/health"), 10, "the model loaded", ignore=(aiohttp.ClientError,)
+    )
+    assert (await call(http, "POST", base + "/sleep"))[0] == 200
+    assert await call(http, "GET", memory) == (200, {TABLE.uuids[1]: 512})
+
+
+async def test_a_hollow_stub_appends_the_relayed_log_to_its_stdout(
+    state: Path, runtime: HollowRuntime, http: aiohttp.ClientSession
+) -> None:
+    pod = Pod(state, TABLE.uuids[0])
+    probes, spi = free_port(), free_port()
+    launch = pod.launch(state, STUB, stub_env(probes, spi))
+    await runtime.start(launch, Exits())
+    url = f"http://{pod.ip}:{spi}/v1/set-log"
+    for start, chunk in ((0, b"INFO one\nINFO tw"), (0, b"INFO one\n"), (16, b"o\n")):
+        async with http.post(url, params={"startPos": str(start)}, data=chunk) as resp:
+            assert resp.status == 200
+    stdout = [e.content for e in parse_entries(launch.log_path.read_bytes()) if e.stream == "stdout"]
+    assert stdout == [b"INFO one", b"INFO two"]
