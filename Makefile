@@ -34,7 +34,7 @@ $(DPCTL): pyproject.toml sim/pyproject.toml
 dev: $(DPCTL) ## create .venv with dpctl and the simulator dpctl-sim (both editable) and the dev tools
 
 .PHONY: bins
-bins: ## build kube-apiserver, kcm, scheduler, kubectl, etcd, helm into ~/.cache/dpctl (no-op when built)
+bins: ## build kube-apiserver, kcm, scheduler, kubectl, etcd, helm, prometheus, promtool into ~/.cache/dpctl (no-op when built)
 	hack/bins/build.sh >/dev/null
 
 .PHONY: cluster-up
@@ -50,12 +50,16 @@ run: cluster-up ## local cluster + the controller installed by the chart + gpu-m
 	@hack/run-demo.sh
 
 .PHONY: lint
-lint: dev ## ruff, mypy --strict (dpctl, dpsim, test, bench), import contracts (pyproject's [tool.importlinter]), helm lint
+lint: dev ## ruff, mypy --strict (dpctl, dpsim, test, bench), import contracts (pyproject's [tool.importlinter]), helm lint, alert rules (promtool)
 	$(BIN)/ruff check dpctl sim test hack bench
 	$(BIN)/ruff format --check dpctl sim test hack bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	hack/helm.sh lint deploy/helm/dpctlr
+	@# promtool is built (minutes, once per version) when the cache lacks it: never skipped.
+	promtool=$$(hack/bins/build.sh prometheus)/promtool && \
+	  $$promtool check rules deploy/helm/dpctlr/files/alerts.yaml && \
+	  (cd test/unit/deploy && $$promtool test rules alerts_test.yaml)
 
 .PHONY: unit
 unit: dev ## unit tests (no cluster)

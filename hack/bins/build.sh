@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and helm from their
-# Go modules into a cache outside the repository, keyed by version. A no-op when they are there.
-# Prints the bin folders, one per line: k8s, etcd, helm.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, helm, prometheus and
+# promtool from their Go modules into a cache outside the repository, keyed by version. A no-op when
+# they are there. Prints the bin folders, one per line: k8s, etcd, helm, prometheus.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../versions.env
@@ -125,7 +125,24 @@ build_helm() {
   echo "$out"
 }
 
+# Prometheus's own go.mod pins its dependencies and has no replace directives, so `go install
+# module@version` builds exactly the release, with no wrapper module of ours to keep in step.
+build_prometheus() {
+  local out="$cache/prometheus/$PROMETHEUS_VERSION/bin" mod=github.com/prometheus/prometheus
+  if [ -x "$out/prometheus" ] && [ -x "$out/promtool" ]; then echo "$out"; return; fi
+  log "building prometheus and promtool $PROMETHEUS_VERSION into $out (a cold build takes minutes)"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -p "$jobs" -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    "$mod/cmd/prometheus@$PROMETHEUS_VERSION" "$mod/cmd/promtool@$PROMETHEUS_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  echo "$out"
+}
+
+# `build.sh prometheus`: only prometheus and promtool (what `make lint` needs for the alert rules).
+if [ "${1:-}" = prometheus ]; then build_prometheus; exit; fi
 mkdir -p "$here/k8s" "$here/etcd" "$here/helm"
 build_etcd
 build_helm
 build_k8s
+build_prometheus

@@ -27,7 +27,7 @@ def repo_root() -> Path | None:
 
 
 def read_versions(root: Path | None = None) -> dict[str, str]:
-    """``hack/versions.env`` as a dict (K8S_VERSION, ETCD_VERSION, HELM_VERSION)."""
+    """``hack/versions.env`` as a dict (K8S_VERSION, ETCD_VERSION, HELM_VERSION, PROMETHEUS_VERSION)."""
     root = root or repo_root()
     if root is None:
         raise BinsError("not running from a dpctl checkout: hack/versions.env is not there")
@@ -42,11 +42,13 @@ def read_versions(root: Path | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Bins:
-    """The folders holding each binary; helm is optional (only tests and users need it)."""
+    """The folders holding each binary; helm, prometheus and promtool are optional (only tests
+    and users need them, not the cluster)."""
 
     k8s_dir: Path
     etcd_dir: Path
     helm_dir: Path | None = None
+    prometheus_dir: Path | None = None
 
     @property
     def etcd(self) -> Path:
@@ -72,6 +74,14 @@ class Bins:
     def helm(self) -> Path | None:
         return self.helm_dir / "helm" if self.helm_dir else None
 
+    @property
+    def prometheus(self) -> Path | None:
+        return self.prometheus_dir / "prometheus" if self.prometheus_dir else None
+
+    @property
+    def promtool(self) -> Path | None:
+        return self.prometheus_dir / "promtool" if self.prometheus_dir else None
+
     def path_dirs(self) -> list[Path]:
         """The folders to put on PATH for kubectl and helm."""
         dirs = [self.k8s_dir] + ([self.helm_dir] if self.helm_dir else [])
@@ -79,7 +89,8 @@ class Bins:
 
     def env_value(self) -> str:
         """This set as a ``$DPCTL_BINS`` value, so a child process finds the same binaries."""
-        dirs = [self.k8s_dir, self.etcd_dir] + ([self.helm_dir] if self.helm_dir else [])
+        optional = [d for d in (self.helm_dir, self.prometheus_dir) if d]
+        dirs = [self.k8s_dir, self.etcd_dir, *optional]
         return os.pathsep.join(str(d) for d in dict.fromkeys(dirs))
 
     def missing(self) -> list[Path]:
@@ -103,7 +114,7 @@ def bins_from_dirs(dirs: list[Path]) -> Bins:
     etcd = find("etcd")
     if k8s is None or etcd is None:
         raise BinsError(f"${ENV_BINS}={os.pathsep.join(map(str, dirs))} lacks kube-apiserver or etcd")
-    bins = Bins(k8s, etcd, find("helm"))
+    bins = Bins(k8s, etcd, find("helm"), find("prometheus"))
     if bins.missing():
         raise BinsError(f"${ENV_BINS}: missing {', '.join(map(str, bins.missing()))}")
     return bins
@@ -125,6 +136,7 @@ def cached_bins(root: Path | None = None) -> Bins:
         cache / "k8s" / v["K8S_VERSION"] / "bin",
         cache / "etcd" / v["ETCD_VERSION"] / "bin",
         cache / "helm" / v["HELM_VERSION"] / "bin",
+        cache / "prometheus" / v["PROMETHEUS_VERSION"] / "bin",
     )
 
 
@@ -141,7 +153,8 @@ def resolve_bins(*, build: bool = True) -> Bins:
             f"set ${ENV_BINS}: not running from a dpctl checkout, so hack/bins/build.sh is absent"
         )
     cached = cached_bins(root)
-    if not cached.missing() and cached.helm is not None and cached.helm.exists():
+    optional = [cached.helm, cached.prometheus, cached.promtool]
+    if not cached.missing() and all(p is not None and p.exists() for p in optional):
         return cached
     if not build:
         raise BinsError(f"binaries missing ({', '.join(map(str, cached.missing()))}); run hack/bins/build.sh")

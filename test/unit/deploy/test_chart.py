@@ -41,6 +41,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "ServiceMonitor.Interval=15s",
         "ServiceMonitor.Labels.release=prometheus",
     ],
+    "prometheusrule": ["PrometheusRule.Enabled=true", "PrometheusRule.Labels.release=prometheus"],
 }
 
 
@@ -370,6 +371,14 @@ def test_service_monitor_only_when_enabled() -> None:
     assert sm["spec"]["selector"]["matchLabels"].items() <= one(docs, "Service")["metadata"]["labels"].items()
 
 
+def test_prometheus_rule_only_when_enabled_and_has_the_rules_file_as_given() -> None:
+    """One source: the PrometheusRule's spec is files/alerts.yaml, which plain Prometheus loads."""
+    assert "PrometheusRule" not in {d["kind"] for d in render([])}
+    rule = one(render(VALUE_SETS["prometheusrule"]), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+
+
 def test_operator_values_are_applied() -> None:
     docs = render(
         [
@@ -414,7 +423,7 @@ def test_every_value_is_documented() -> None:
     readme = (CHART / "README.md").read_text()
     values = yaml.safe_load(values_text)
     lines = values_text.splitlines()
-    nested = ("ServiceMonitor", "LogRelay")
+    nested = ("ServiceMonitor", "LogRelay", "PrometheusRule")
     names = [k for k in values if k not in nested] + [f"{n}.{k}" for n in nested for k in values[n]]
     for name in names:
         assert f"`{name}`" in readme, f"{name} is not in the README's table"
