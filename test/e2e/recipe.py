@@ -111,6 +111,7 @@ def mkrs(
     probe_period_s: int = 1,
     requester_env: Mapping[str, str] | None = None,
     admin_port: str | None = "8081",
+    image: str = REQUESTER_IMAGE,
 ) -> dict[str, Any]:
     """The recipe's ``mkrs`` ReplicaSet (selector ``app=dp-example`` plus a unique instance label)."""
     instance = name.rsplit("-", 1)[-1] if "-" in name else name
@@ -121,7 +122,7 @@ def mkrs(
         annotations[api.ORIGINAL.server_patch] = patch if isinstance(patch, str) else patch.text()
     container: dict[str, Any] = {
         "name": "inference-server",
-        "image": REQUESTER_IMAGE,
+        "image": image,
         "imagePullPolicy": "Always",
         "ports": [{"name": "probes", "containerPort": 8080}, {"name": "spi", "containerPort": 8081}],
         "readinessProbe": {
