@@ -275,8 +275,13 @@ class PodmanRuntime:
         except PodmanError:
             return None
         info = json.loads(out)[0]
-        digests = info.get("RepoDigests") or []
-        image_id = str(digests[0]) if digests else f"{image.rsplit(':', 1)[0]}@sha256:{info['Id']}"
+        # The digest under this image's own repository (the same image may be in several).
+        repo = image.split("@", 1)[0]
+        if repo.rfind(":") > repo.rfind("/"):
+            repo = repo[: repo.rfind(":")]
+        digests = [str(d) for d in info.get("RepoDigests") or [] if str(d).startswith(repo + "@")]
+        own = f"{repo}@{info.get('Digest')}"  # the manifest podman keeps for the image
+        image_id = own if own in digests else digests[0] if digests else f"{repo}@sha256:{info['Id']}"
         return image_id, int(info.get("Size") or 0)
 
     async def start(self, launch: Launch, on_exit: ExitCallback) -> ContainerHandle:

@@ -29,6 +29,10 @@ from typing import Any
 import pytest
 
 from dpctl import api
+from dpctl.api import LISTEN_HOST_ENV
+from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV
+from dpsim.kubelet import images
+from dpsim.kubelet.podman import NAME_PREFIX
 from e2e.conftest import PODMAN_IMAGES, podman_config
 from e2e.recipe import Kubectl, ServerPatch, mkrs, name_of, requesters_of, runners, unique_name
 from helpers import wait_for
@@ -99,9 +103,10 @@ def pushed(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         stderr=log,
         start_new_session=True,
     )
+    reg = f"127.0.0.1:{port}/fma"
+    controller = ""
     try:
         wait_for(lambda: _answers(port), 30, f"the registry on 127.0.0.1:{port}")
-        reg = f"127.0.0.1:{port}/fma"
         assert reg.startswith(PODMAN_IMAGES), "the kubelet would run these images as processes"
         out = _run(
             [
@@ -120,6 +125,13 @@ def pushed(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         assert controller.startswith(f"{reg}/dual-pods-controller:"), out[-2000:]
         yield Pushed(reg, f"{reg}/requester:latest", controller, settings["CRANE"])
     finally:
+        # The tags of this registry's port are of no use after it (the layers stay, shared).
+        subprocess.run(
+            ["podman", "rmi", "--force", f"{reg}/requester:latest", *([controller] if controller else [])],
+            capture_output=True,
+            timeout=CALL_TIMEOUT_S,
+            check=False,
+        )
         registry.send_signal(signal.SIGTERM)
         registry.wait(timeout=30)
         log.close()
@@ -164,18 +176,65 @@ def test_the_pushed_images_are_what_the_containerfile_says(
     _run([pushed.crane, "export", ref, str(fs), "--insecure"], BUILD_TIMEOUT_S)
     with tarfile.open(fs) as tar:
         names = tar.getnames()
-    assert any("/site-packages/dpctl/" in n for n in names), "no dpctl package in the image"
+    assert any(n.endswith("-packages/dpctl/__init__.py") for n in names), "no dpctl package in the image"
     assert not [n for n in names if "dpsim" in n or "dpctl_sim" in n], "simulator code in the image"
 
 
-def test_the_controller_runs_as_a_container_of_the_pushed_image(kubectl: Kubectl, dpctlr: Dpctlr) -> None:
-    pod = dpctlr.pod()
-    assert pod is not None
+def _container_of(pod: dict[str, Any]) -> dict[str, Any]:
+    """What podman says of the Pod's one running container (its name is the container ID's)."""
     (status,) = pod["status"]["containerStatuses"]
-    assert status["image"] == dpctlr.image
-    assert "@sha256:" in status["imageID"], status["imageID"]
-    events = kubectl.run("get", "events", "--field-selector", f"involvedObject.name={name_of(pod)}")
-    assert f'Successfully pulled image "{dpctlr.image}"' in events or "already present on machine" in events
+    name = NAME_PREFIX + status["containerID"].rsplit("/", 1)[-1][:32]
+    (info,) = json.loads(_run(["podman", "inspect", name]))
+    return dict(info)
+
+
+def test_the_controller_and_the_requesters_run_as_containers_of_the_pushed_images(
+    kubectl: Kubectl, dpctlr: Dpctlr, pushed: Pushed, gpu_map: dict[str, dict[str, int]]
+) -> None:
+    rs = unique_name()
+    kubectl.apply(mkrs(rs, ServerPatch(), image=pushed.requester))
+    req = wait_for(
+        lambda: (
+            len(r := requesters_of(kubectl.pods(), rs)) == 1
+            and (r[0].get("status") or {}).get("phase") == "Running"
+            and dict(r[0])
+        ),
+        T,
+        "the requester Running",
+    )
+    controller = dpctlr.pod()
+    assert controller is not None
+    for pod, ref in ((controller, pushed.controller), (req, pushed.requester)):
+        (status,) = pod["status"]["containerStatuses"]
+        # The image's digest as podman has it (the process runtime reports a hash of the name).
+        (local,) = json.loads(_run(["podman", "image", "inspect", ref]))
+        assert status["imageID"] in local["RepoDigests"], (status["imageID"], local["RepoDigests"])
+        assert status["imageID"] != images.image_id(ref)
+        info = _container_of(pod)
+        assert info["State"]["Running"] is True
+        assert info["HostConfig"]["NetworkMode"] == "host"
+        mounts = {m["Destination"]: m for m in info["Mounts"]}
+        assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts, mounts
+        env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+        assert env[LISTEN_HOST_ENV] == pod["status"]["podIP"]
+        assert "KUBECONFIG" not in env, "a real container uses its ServiceAccount, not a kubeconfig"
+        assert not [k for k in env if k.startswith("DPCTL_SIM_")], "simulator variables in a real container"
+    # The chart's securityContext: UID 65532, read-only root, no capabilities.
+    info = _container_of(controller)
+    assert info["Config"]["User"] == f"{UID}:{UID}"
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert "/tmp" in {m["Destination"] for m in info["Mounts"]}
+    assert _container_of(req)["Config"]["User"] == f"{UID}:{UID}"  # the image's USER
+    # No NVML, no nvidia-smi in the image: the GPUs come from the device plugin's variable, as in
+    # a real container without the NVIDIA tools; the stub's log reaches `kubectl logs`.
+    wait_for(
+        lambda: "Discovered GPUs" in (out := kubectl.run("logs", name_of(req))) and out,
+        T,
+        "the stub's GPU discovery in its log",
+    )
+    assert f"via {NVIDIA_VISIBLE_DEVICES_ENV}" in kubectl.run("logs", name_of(req))
+    events = kubectl.run("get", "events", "--field-selector", f"involvedObject.name={name_of(req)}")
+    assert f'Successfully pulled image "{pushed.requester}"' in events, events
 
 
 def _waiting(kubectl: Kubectl, rs: str) -> tuple[str, str] | None:
