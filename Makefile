@@ -37,6 +37,10 @@ dev: $(DPCTL) ## create .venv with dpctl and the simulator dpctl-sim (both edita
 bins: ## build kube-apiserver, kcm, scheduler, kubectl, etcd, helm, prometheus, promtool into ~/.cache/dpctl (no-op when built)
 	hack/bins/build.sh >/dev/null
 
+.PHONY: image-tools
+image-tools: ## podman, buildah, a test-only Python base image, a registry and crane for the image tests (no-op when there)
+	hack/images/setup.sh >/dev/null
+
 .PHONY: cluster-up
 cluster-up: dev bins ## start the embedded local cluster (NODES=2 GPUS=4); prints `export KUBECONFIG=...`
 	@$(DPCTL) local-cluster up --nodes $(NODES) --gpus $(GPUS)
@@ -66,7 +70,7 @@ unit: dev ## unit tests (no cluster)
 	$(BIN)/pytest test/unit -q $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: dev bins ## end-to-end tests: on the local cluster, or on the cluster of KUBECONFIG when set
+e2e: dev bins image-tools ## end-to-end tests: on the local cluster, or on the cluster of KUBECONFIG when set
 	$(BIN)/pytest test/e2e -q $(PYTEST_ARGS)
 
 .PHONY: test
@@ -86,6 +90,10 @@ ENGINE := $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null
 endif
 PLATFORM := $(if $(TARGETARCH),--platform linux/$(TARGETARCH),)
 REQUESTER_IMG := $(CONTAINER_IMG_REG)/requester:latest
+# PYTHON_IMAGE=...: another base for both images than the Containerfile's python:3.11-slim (the
+# image tests pass hack/images/setup.sh's test-only base, built where no public registry is reachable).
+PYTHON_IMAGE ?=
+BUILD_ARGS := $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE),)
 CONTROLLER_IMG := $(CONTAINER_IMG_REG)/dual-pods-controller:$(IMG_TAG)
 
 .PHONY: check-engine
@@ -98,7 +106,7 @@ check-engine:
 
 .PHONY: build-requester
 build-requester: check-engine ## build $(CONTAINER_IMG_REG)/requester:latest (TARGETARCH=amd64|arm64 to cross-build)
-	$(ENGINE) build $(PLATFORM) -f Containerfile --target requester -t $(REQUESTER_IMG) .
+	$(ENGINE) build $(PLATFORM) $(BUILD_ARGS) -f Containerfile --target requester -t $(REQUESTER_IMG) .
 
 .PHONY: push-requester
 push-requester: check-engine ## push $(CONTAINER_IMG_REG)/requester:latest
@@ -106,7 +114,7 @@ push-requester: check-engine ## push $(CONTAINER_IMG_REG)/requester:latest
 
 .PHONY: build-controller
 build-controller: check-engine ## build and push $(CONTAINER_IMG_REG)/dual-pods-controller:$(IMG_TAG); prints the reference last
-	$(ENGINE) build $(PLATFORM) -f Containerfile --target controller -t $(CONTROLLER_IMG) .
+	$(ENGINE) build $(PLATFORM) $(BUILD_ARGS) -f Containerfile --target controller -t $(CONTROLLER_IMG) .
 	$(ENGINE) push $(CONTROLLER_IMG)
 	@echo $(CONTROLLER_IMG)
 

@@ -10,7 +10,8 @@
   too). ``$DPCTL_E2E_REUSE=1`` instead reuses a running local cluster that ``KUBECONFIG`` names.
 
 While it lives, ``KUBECONFIG`` points at it and kubectl/helm are first on ``PATH``.
-``bins`` (session) gives the binaries; ``namespace`` (function) a fresh namespace whose ``default``
+Images from a loopback registry (``PODMAN_IMAGES``) run as real containers under podman, with the
+configuration ``make image-tools`` writes. ``bins`` (session) gives the binaries; ``namespace`` (function) a fresh namespace whose ``default``
 ServiceAccount exists, deleted afterwards.
 """
 
@@ -80,6 +81,23 @@ class ClusterHandle:
         return name
 
 
+# Images from a registry on loopback (the image tests' own, test/e2e/recipe_suite/test_images.py)
+# run as real containers under podman; every other image stays a process of the simulated kubelet.
+PODMAN_IMAGES = "127.0.0.1:"
+
+
+def podman_config() -> dict[str, Path]:
+    """The files hack/images/setup.sh writes for podman (``make image-tools``), by variable."""
+    cache = Path(
+        os.environ.get("DPCTL_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpctl"
+    )
+    return {
+        "CONTAINERS_CONF": cache / "containers" / "containers.conf",
+        "CONTAINERS_REGISTRIES_CONF": cache / "containers" / "registries.conf",
+    }
+
+
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
@@ -127,6 +145,7 @@ def cluster(
         nodes=_env_int("DPCTL_E2E_NODES", 2),
         gpus=_env_int("DPCTL_E2E_GPUS", 4),
         gpu_product=os.environ.get("DPCTL_E2E_GPU_PRODUCT") or DEFAULT_GPU_PRODUCT,
+        kubelet_extra_args=["--podman-images", PODMAN_IMAGES],
     )
     # Teardown runs on failures and Ctrl-C (pytest finalises fixtures then); make SIGTERM behave as
     # Ctrl-C so it does too. A SIGKILL of pytest is covered by the children's PDEATHSIG.
@@ -138,8 +157,11 @@ def cluster(
     if previous in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        local.start()
         with pytest.MonkeyPatch.context() as mp:
+            # The kubelet's podman calls read these (the image tests' podman and make too).
+            for name, path in podman_config().items():
+                mp.setenv(name, str(path))
+            local.start()
             mp.setenv("KUBECONFIG", str(local.kubeconfig))
             yield ClusterHandle(
                 local.kubeconfig, str(found.kubectl), _str(found.helm), local.state_dir, True, local

@@ -127,6 +127,7 @@ def mkrs(
     probe_period_s: int = 1,
     requester_env: Mapping[str, str] | None = None,
     admin_port: str | None = "8081",
+    image: str = REQUESTER_IMAGE,
 ) -> dict[str, Any]:
     """The recipe's ``mkrs`` ReplicaSet (selector ``app=dp-example`` plus a unique instance label),
     in the names of the dialect being written (see `writing_dialect`)."""
@@ -138,7 +139,7 @@ def mkrs(
         annotations[_dialect.get().server_patch] = patch if isinstance(patch, str) else patch.text()
     container: dict[str, Any] = {
         "name": "inference-server",
-        "image": REQUESTER_IMAGE,
+        "image": image,
         "imagePullPolicy": "Always",
         "ports": [{"name": "probes", "containerPort": 8080}, {"name": "spi", "containerPort": 8081}],
         "readinessProbe": {

@@ -10,7 +10,8 @@ State directory (``--state-dir``), what survives a restart:
 
 - ``allocations.json``: IP and GPUs per live pod UID (see ``allocations``);
 - ``gpus/<node>.json``: each node's GPU table (deterministic, rewritten at registration);
-- ``pods/<ns>_<name>_<uid>/``: per pod ``home/``, ``tmp/``, ``token``, ``kubeconfig``, ``ca.crt``
+- ``pods/<ns>_<name>_<uid>/``: per pod ``home/``, ``tmp/``, ``serviceaccount/`` (``token``,
+  ``ca.crt``, ``namespace``), ``kubeconfig``, ``volumes/<emptyDir>/`` (real containers)
   and ``logs/<container>/<n>.log`` (current and previous instance); removed with the pod;
 - ``bin/nvidia-smi``: the shim every container finds first on its PATH;
 - ``kubelet/pki/<node>.{crt,key}``: each node's serving certificate (reissued at start);
@@ -46,6 +47,7 @@ from dpsim.kubelet.hollownet import ListenMode
 from dpsim.kubelet.ips import node_index, node_ip, node_name
 from dpsim.kubelet.logserver import LogServer
 from dpsim.kubelet.nodes import NodeAgent, NodeShape
+from dpsim.kubelet.podman import PodmanRuntime
 from dpsim.kubelet.podrecord import SyncSettings
 from dpsim.kubelet.podsync import PodSyncer
 from dpsim.kubelet.runtime import ProcessRuntime, reap_orphans
@@ -93,6 +95,8 @@ class KubeletConfig:
     hollow: bool = False
     hollow_listen: ListenMode = "pod"
     hollow_ledger: LedgerMode = "memory"
+    # Images whose reference starts with one of these run as real containers under podman.
+    podman_images: tuple[str, ...] = ()
 
 
 def _base_env(python: str) -> dict[str, str]:
@@ -131,6 +135,7 @@ class SimKubelet:
         version: str,
         session: aiohttp.ClientSession,
         runtime: ProcessRuntime | HollowRuntime,
+        podman: PodmanRuntime | None = None,
     ) -> None:
         self.cfg = cfg
         self.agents: dict[str, NodeAgent] = {}
@@ -149,6 +154,7 @@ class SimKubelet:
         # Admission matches Pods against their Node's labels as the API has them now.
         self._node_informer = Informer("sim-kubelet-nodes", kube_lister(kube, NODES))
         self._node_informer.add_handlers(on_add=self._on_node, on_update=lambda _, new: self._on_node(new))
+        access = ClusterAccess.from_kubeconfig(cfg.kubeconfig)
         settings = SyncSettings(
             state_dir=cfg.state_dir,
             python=cfg.python,
@@ -158,8 +164,9 @@ class SimKubelet:
             max_grace=cfg.max_grace,
             base_env=_base_env(cfg.python),
             node_allocatable=self._shape.resources(),
+            api_server=access.server,
         )
-        self._tokens = TokenManager(kube, ClusterAccess.from_kubeconfig(cfg.kubeconfig))
+        self._tokens = TokenManager(kube, access)
         self._events = PodEvents(kube)
         self.syncer = PodSyncer(
             kube,
@@ -172,6 +179,7 @@ class SimKubelet:
             self._enqueue,
             self._events,
             _log,
+            podman,
         )
         ca = pki.load_ca(cfg.ca_cert, cfg.ca_key) if cfg.ca_cert and cfg.ca_key else None
         self._logs = LogServer(self.syncer.find, cfg.state_dir / "kubelet" / "pki", ca, cfg.ca_cert, _log)
@@ -192,14 +200,18 @@ class SimKubelet:
             if cfg.hollow
             else ProcessRuntime()
         )
+        podman = PodmanRuntime(cfg.state_dir, cfg.podman_images, _log) if cfg.podman_images else None
         kubelet: SimKubelet | None = None
         try:
             version = str((await kube.request_json("GET", "/version")).get("gitVersion", "v0.0.0"))
-            kubelet = cls(cfg, kube, version, session, runtime)
+            kubelet = cls(cfg, kube, version, session, runtime, podman)
             await kubelet.run()
         finally:
-            _log.info("Simulated kubelet stopping: stopping containers", containers=runtime.running())
-            await runtime.shutdown(SHUTDOWN_GRACE_S)
+            running = runtime.running() + (podman.running() if podman else 0)
+            _log.info("Simulated kubelet stopping: stopping containers", containers=running)
+            await asyncio.gather(
+                runtime.shutdown(SHUTDOWN_GRACE_S), *([podman.shutdown(SHUTDOWN_GRACE_S)] if podman else [])
+            )
             if kubelet is not None:
                 await kubelet.close()
             await session.close()

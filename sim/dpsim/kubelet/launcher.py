@@ -7,6 +7,14 @@ the simulated kubelet's contract variables, ``KUBECONFIG``, ``HOME``/``TMPDIR``,
 the instance (``logfiles``), the runtime call, and the Events of a start (``Pulled``, ``Created``,
 ``Started``, image-pull failures). Whether and when to (re)start is the sync loop's decision.
 
+Images under the kubelet's ``--podman-images`` prefixes run as real containers (``podman``)
+instead: pulled per ``imagePullPolicy`` with the kubelet's Events and waiting reasons
+(``Pulling``, ``ErrImagePull``, ``ImagePullBackOff``, ``ErrImageNeverPull``), the pod's own
+environment plus what a kubelet adds (``KUBERNETES_SERVICE_HOST``/``PORT``, here the API server's
+real address, as no Service address routes) and the simulator's ``DPCTL_LISTEN_HOST`` (host
+network: each pod listens on its own loopback address), its volumes as bind mounts (``emptyDir``,
+``hostPath``, the ServiceAccount's projected volume) and its securityContext.
+
 The NVIDIA container runtime's view: a container sees the GPUs the device plugin allocated to it;
 else the ``NVIDIA_VISIBLE_DEVICES`` its spec sets (e.g. ``all``); else the image's default (``all``
 for CUDA-based images); else none, and then the variable is not set at all.
@@ -14,12 +22,16 @@ for CUDA-based images); else none, and then the variable is not set at all.
 
 from __future__ import annotations
 
+import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
+from dpctl.api import LISTEN_HOST_ENV
 from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV
 from dpctl.kube import CONFIGMAPS, SECRETS, ApiError, Kube, RawObj, Resource
 from dpctl.log import KV
@@ -39,11 +51,23 @@ from dpsim.kubelet.env import (
 )
 from dpsim.kubelet.events import NORMAL, WARNING, EventSink
 from dpsim.kubelet.logfiles import rotate
+from dpsim.kubelet.podman import PodmanError, PodmanRuntime, Pulled
 from dpsim.kubelet.podrecord import PodRecord, SyncSettings
-from dpsim.kubelet.runtime import ContainerHandle, ContainerRuntime, Exit, Launch, StartFailed
+from dpsim.kubelet.runtime import (
+    ContainerHandle,
+    ContainerRuntime,
+    ContainerSpec,
+    Exit,
+    Launch,
+    Mount,
+    StartFailed,
+)
+from dpsim.kubelet.tokens import service_account_dir
 from dpsim.simenv import container_env
 
 RUNTIME_PREFIX: Final = "dpctl-sim://"
+# A kubelet makes emptyDir directories world-writable, so any container user can write there.
+EMPTY_DIR_MODE: Final = 0o777
 
 # (pod UID, container name, container ID, how it ended)
 ExitCallback = Callable[[str, str, str, Exit], None]
@@ -85,10 +109,12 @@ class Launcher:
         events: EventSink,
         log: KV,
         on_exit: ExitCallback,
+        podman: PodmanRuntime | None = None,
     ) -> None:
         self._kube = kube
         self._s = settings
         self._runtime = runtime
+        self._podman = podman
         self._events = events
         self._log = log
         self._on_exit = on_exit
@@ -117,6 +143,8 @@ class Launcher:
             return Wait(self._s.backoff_base)
         command = expand_command(c.get("command") or [], env)
         args = expand_command(c.get("args") or [], env)
+        if self._podman is not None and self._podman.runs(r.image):
+            return await self._start_container(self._podman, rec, pod, r, c, env, (command, args), now)
         program = images.resolve(str(c.get("image", "")), command, args, self._s.python)
         if isinstance(program, images.ImageUnavailable):
             return Wait(self._pull_failed(rec, pod, r, program.message, now))
@@ -129,14 +157,138 @@ class Launcher:
             )
         except StartFailed as e:
             return Failed(str(e), launch.container_id)
-        r.on_started(launch.container_id, now_rfc3339(), now, images.image_id(r.image))
+        self._events.emit(pod, NORMAL, "Pulled", f'Container image "{r.image}" already present on machine')
+        self._started(rec, pod, r, launch, handle, images.image_id(r.image), now)
+        return Started(handle)
+
+    def _started(
+        self,
+        rec: PodRecord,
+        pod: RawObj,
+        r: ContainerRecord,
+        launch: Launch,
+        handle: ContainerHandle,
+        image_id: str,
+        now: float,
+    ) -> None:
+        r.on_started(launch.container_id, now_rfc3339(), now, image_id)
         rec.handles[r.name] = handle
         rec.pull_backoff.pop(r.name, None)
-        self._events.emit(pod, NORMAL, "Pulled", f'Container image "{r.image}" already present on machine')
         self._events.emit(pod, NORMAL, "Created", f"Created container: {r.name}")
         self._events.emit(pod, NORMAL, "Started", f"Started container {r.name}")
-        self._log.progress("Started container", pod=rec.ref, container=r.name, argv=" ".join(program.argv))
+        self._log.progress("Started container", pod=rec.ref, container=r.name, argv=" ".join(launch.argv))
+
+    # -- real containers (podman) ----------------------------------------------------------------
+
+    async def _start_container(
+        self,
+        podman: PodmanRuntime,
+        rec: PodRecord,
+        pod: RawObj,
+        r: ContainerRecord,
+        c: Mapping[str, Any],
+        env: Mapping[str, str],
+        words: tuple[list[str], list[str]],
+        now: float,
+    ) -> LaunchResult:
+        """Pull (per imagePullPolicy, with the kubelet's Events), then create and start."""
+        policy = str(c.get("imagePullPolicy") or "IfNotPresent")
+        if policy == "Always":
+            self._events.emit(pod, NORMAL, "Pulling", f'Pulling image "{r.image}"')
+        began = time.monotonic()
+        try:
+            pulled = await podman.pull(r.image, policy)
+        except LookupError:
+            message = f'Container image "{r.image}" is not present with pull policy of Never'
+            self._events.emit(pod, WARNING, ctr.ERR_IMAGE_NEVER_PULL, message)
+            r.set_waiting(ctr.ERR_IMAGE_NEVER_PULL, message)
+            r.not_before = now + self._s.backoff_base
+            return Wait(self._s.backoff_base)
+        except PodmanError as e:
+            if policy != "Always":
+                self._events.emit(pod, NORMAL, "Pulling", f'Pulling image "{r.image}"')
+            return Wait(self._pull_failed(rec, pod, r, f'Failed to pull image "{r.image}": {e}', now, str(e)))
+        self._events.emit(pod, NORMAL, "Pulled", _pulled_message(r.image, pulled, time.monotonic() - began))
+        launch = self._container_launch(rec, pod, r, c, env, words)
+        try:
+            handle = await podman.start(launch, partial(self._on_exit, rec.uid, r.name, launch.container_id))
+        except StartFailed as e:
+            return Failed(str(e), launch.container_id)
+        self._started(rec, pod, r, launch, handle, pulled.image_id, now)
         return Started(handle)
+
+    def _container_launch(
+        self,
+        rec: PodRecord,
+        pod: RawObj,
+        r: ContainerRecord,
+        c: Mapping[str, Any],
+        env: Mapping[str, str],
+        words: tuple[list[str], list[str]],
+    ) -> Launch:
+        spec = pod.get("spec") or {}
+        visible = ",".join(split_devices(spec, rec.gpus).get(r.name, ())) or env.get(
+            NVIDIA_VISIBLE_DEVICES_ENV
+        )
+        api = urllib.parse.urlsplit(self._s.api_server)
+        full = {
+            **env,
+            # What a kubelet sets for the `kubernetes` Service; its ClusterIP does not route here.
+            "KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(api.port or 443),
+            LISTEN_HOST_ENV: rec.pod_ip or rec.host_ip,
+        }
+        if visible:
+            full[NVIDIA_VISIBLE_DEVICES_ENV] = visible
+        security = {**(spec.get("securityContext") or {}), **(c.get("securityContext") or {})}
+        user = security.get("runAsUser")
+        group = security.get("runAsGroup")
+        command, args = words
+        container = ContainerSpec(
+            image=r.image,
+            command=tuple(command),
+            args=tuple(args),
+            hostname=rec.name,
+            working_dir=c.get("workingDir"),
+            user=None if user is None else f"{user}:{group}" if group is not None else str(user),
+            read_only_root=bool(security.get("readOnlyRootFilesystem")),
+            drop_all_caps="ALL" in ((security.get("capabilities") or {}).get("drop") or []),
+            no_new_privileges=security.get("allowPrivilegeEscalation") is False,
+            mounts=tuple(self._mounts(rec, spec, c)),
+        )
+        instance = r.restart_count + 1 if r.ever_ran else 0
+        log = rotate(rec.dir / "logs" / r.name, instance)
+        return Launch(_new_container_id(), (r.image, *command, *args), full, rec.dir, log, container)
+
+    def _mounts(self, rec: PodRecord, spec: Mapping[str, Any], c: Mapping[str, Any]) -> list[Mount]:
+        """The container's volumeMounts as bind mounts; volume kinds without a local meaning
+        (claims, ConfigMaps, Secrets) are left out, as no test's real container needs them."""
+        volumes = {str(v.get("name")): v for v in spec.get("volumes") or []}
+        mounts = []
+        for vm in c.get("volumeMounts") or []:
+            volume = volumes.get(str(vm.get("name")))
+            source = self._volume_dir(rec, volume) if volume is not None else None
+            if source is None:
+                self._log.info("Volume not mounted in a real container", pod=rec.ref, volume=vm.get("name"))
+                continue
+            if vm.get("subPath"):
+                source = source / str(vm["subPath"])
+                source.mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(source, str(vm["mountPath"]), bool(vm.get("readOnly"))))
+        return mounts
+
+    def _volume_dir(self, rec: PodRecord, volume: Mapping[str, Any]) -> Path | None:
+        if "emptyDir" in volume:
+            d = rec.dir / "volumes" / str(volume["name"])
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(EMPTY_DIR_MODE)
+            return d
+        if "hostPath" in volume:
+            return Path(str(volume["hostPath"].get("path")))
+        sources = (volume.get("projected") or {}).get("sources") or []
+        if any("serviceAccountToken" in s for s in sources):
+            return service_account_dir(rec.dir)
+        return None
 
     def _launch(
         self,
@@ -196,14 +348,38 @@ class Launcher:
         return {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
 
     def _pull_failed(
-        self, rec: PodRecord, pod: RawObj, r: ContainerRecord, message: str, now: float
+        self,
+        rec: PodRecord,
+        pod: RawObj,
+        r: ContainerRecord,
+        message: str,
+        now: float,
+        reason: str | None = None,
     ) -> float:
+        """``message``: the Event; ``reason``: the waiting state's message (the Event's when None)."""
         backoff = rec.pull_backoff.setdefault(r.name, CrashBackoff(self._s.backoff_base, self._s.backoff_cap))
         delay = max(self._s.backoff_base, backoff.delay_after_exit(0.0))
-        r.set_waiting(ctr.ERR_IMAGE_PULL, message)
+        r.set_waiting(ctr.ERR_IMAGE_PULL, reason if reason is not None else message)
         r.not_before = now + delay
         self._log.progress("Image has no program", pod=rec.ref, container=r.name, image=r.image)
         self._events.emit(pod, WARNING, "Failed", message)
         self._events.emit(pod, WARNING, "Failed", f"Error: {ctr.ERR_IMAGE_PULL}")
         # Come back soon to show ImagePullBackOff for the rest of the wait, as the kubelet does.
         return min(delay, 1.0)
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go prints one truncated to milliseconds ("850ms", "1.234s")."""
+    ms = int(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    return f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _pulled_message(image: str, pulled: Pulled, waited: float) -> str:
+    if pulled.seconds is None:
+        return f'Container image "{image}" already present on machine'
+    return (
+        f'Successfully pulled image "{image}" in {_go_duration(pulled.seconds)}'
+        f" ({_go_duration(waited)} including waiting). Image size: {pulled.size} bytes."
+    )

@@ -18,6 +18,7 @@ from dpsim.kubelet import containers as ctr
 from dpsim.kubelet.containers import ContainerRecord, Termination, now_rfc3339, rfc3339
 from dpsim.kubelet.events import WARNING, EventSink
 from dpsim.kubelet.launcher import Failed, Launcher, Wait
+from dpsim.kubelet.podman import PodmanRuntime
 from dpsim.kubelet.podrecord import PodRecord, SyncSettings
 from dpsim.kubelet.probing import Probing
 from dpsim.kubelet.runtime import ContainerRuntime, Exit
@@ -39,13 +40,14 @@ class Lifecycle:
         enqueue: Callable[[str], None],
         events: EventSink,
         log: KV,
+        podman: PodmanRuntime | None = None,
     ) -> None:
         self._records = records
         self._probing = probing
         self._enqueue = enqueue
         self._events = events
         self._log = log
-        self._launcher = Launcher(kube, settings, runtime, events, log, self._on_exit)
+        self._launcher = Launcher(kube, settings, runtime, events, log, self._on_exit, podman)
 
     async def run(self, rec: PodRecord, pod: RawObj, now: float) -> float | None:
         """Start what should run now; returns when to look again (a back-off ending), if ever."""

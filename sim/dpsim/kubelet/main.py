@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="memory",
         help="GPU ledger of hollow emulators: in this process, or the cluster's sqlite file",
     )
+    parser.add_argument(
+        "--podman-images",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="run images whose reference starts with PREFIX as real containers under podman (repeatable)",
+    )
     parser.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity (klog-style)")
     sub = parser.add_subparsers(dest="kubelet_command", metavar="ctl")
     ctl_parser = sub.add_parser("ctl", help="change a node of a running simulated kubelet")
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         hollow=args.hollow,
         hollow_listen=args.hollow_listen,
         hollow_ledger=args.hollow_ledger,
+        podman_images=tuple(args.podman_images),
     )
     try:
         asyncio.run(_serve(cfg))

@@ -40,6 +40,8 @@ class SyncSettings:
     # Variables every process needs from the host (PATH, PYTHONPATH, locale), before the pod's.
     base_env: Mapping[str, str]
     node_allocatable: Mapping[str, str]
+    # The API server's URL (``KUBERNETES_SERVICE_HOST``/``PORT`` of real containers).
+    api_server: str = ""
 
 
 @dataclass

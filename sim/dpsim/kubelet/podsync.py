@@ -44,6 +44,7 @@ from dpsim.kubelet.devices import pod_gpu_request
 from dpsim.kubelet.events import EventSink
 from dpsim.kubelet.lifecycle import Lifecycle
 from dpsim.kubelet.nodes import NodeAgent
+from dpsim.kubelet.podman import PodmanRuntime
 from dpsim.kubelet.podrecord import TRANSIENT_ERRORS, PodRecord, SyncSettings, container_records, pod_dir_name
 from dpsim.kubelet.probing import Probing
 from dpsim.kubelet.recovery import claimed_ip, needs_recovery, recover, startup_claims
@@ -71,6 +72,7 @@ class PodSyncer:
         enqueue: Callable[[str], None],
         events: EventSink,
         log: KV,
+        podman: PodmanRuntime | None = None,
     ) -> None:
         self.records: dict[str, PodRecord] = {}
         self._s = settings
@@ -89,7 +91,7 @@ class PodSyncer:
         )
         self._probing = Probing(self.records, lookup, session, enqueue, events, self._termination.grace, log)
         self._lifecycle = Lifecycle(
-            kube, settings, runtime, self.records, self._probing, enqueue, events, log
+            kube, settings, runtime, self.records, self._probing, enqueue, events, log, podman
         )
 
     # -- start-up -------------------------------------------------------------------------------

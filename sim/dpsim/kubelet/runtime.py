@@ -35,12 +35,37 @@ _DRAIN_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a real runtime needs beyond a :class:`Launch`: the image and how to run it."""
+
+    image: str
+    command: tuple[str, ...]  # the pod's ``command``: replaces the image's entrypoint (and cmd)
+    args: tuple[str, ...]  # the pod's ``args``: replace the image's cmd
+    hostname: str
+    working_dir: str | None = None
+    user: str | None = None  # uid[:gid] from the securityContext; the image's USER when unset
+    read_only_root: bool = False
+    drop_all_caps: bool = False
+    no_new_privileges: bool = False
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
 class Launch:
     container_id: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
     cwd: Path
     log_path: Path
+    # Set for an image that runs as a real container (``podman``); the process runtime uses argv.
+    container: ContainerSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """API access for pods: ServiceAccount tokens (TokenRequest) and a per-pod kubeconfig.
 
 A real kubelet mounts the ``kube-api-access-*`` projected volume at
-``/var/run/secrets/kubernetes.io/serviceaccount``; a host process cannot see that path, so the
-simulated kubelet writes the same token into the pod's directory and a kubeconfig beside it
-(server and CA from the kubelet's own kubeconfig, ``tokenFile`` pointing at the token, the
-pod's namespace as the context's) and sets ``KUBECONFIG``.
+``/var/run/secrets/kubernetes.io/serviceaccount``: ``token``, ``ca.crt`` and ``namespace``. The
+simulated kubelet writes the same three files into the pod's ``serviceaccount/`` directory, which
+a real container (``podman``) gets mounted there; a host process cannot see that path, so it gets
+a kubeconfig beside them (server and CA from the kubelet's own kubeconfig, ``tokenFile`` pointing
+at the token, the pod's namespace as the context's) and ``KUBECONFIG``. The files are 0644, the
+projected volume's ``defaultMode``, so a container's non-root user can read them.
 
 Tokens are bound to the pod (they stop working when it is deleted) and requested for 3607 s,
 the projected volume's default: for exactly that lifetime the API server extends a pod-bound
@@ -28,6 +30,9 @@ import yaml
 from dpctl.kube import SERVICEACCOUNTS, Kube
 
 DEFAULT_EXPIRATION_S: Final = 3607
+# The projected volume's defaultMode (420) that the ServiceAccount admission plugin sets.
+PROJECTED_MODE: Final = 0o644
+SERVICE_ACCOUNT_SUBDIR: Final = "serviceaccount"
 REFRESH_FRACTION: Final = 0.8
 
 
@@ -67,6 +72,11 @@ def wants_token(spec: Mapping[str, Any]) -> tuple[bool, int, str | None]:
             if sat:
                 return True, int(sat.get("expirationSeconds") or DEFAULT_EXPIRATION_S), sat.get("audience")
     return spec.get("automountServiceAccountToken") is not False, DEFAULT_EXPIRATION_S, None
+
+
+def service_account_dir(pod_dir: Path) -> Path:
+    """Where a pod's ``token``, ``ca.crt`` and ``namespace`` are (what the projected volume holds)."""
+    return pod_dir / SERVICE_ACCOUNT_SUBDIR
 
 
 def kubeconfig_text(
@@ -132,9 +142,11 @@ class TokenManager:
         if uid in self._issued and kubeconfig.exists():
             return kubeconfig
         sa = str(spec.get("serviceAccountName") or "default")
+        sa_dir = service_account_dir(pod_dir)
+        sa_dir.mkdir(parents=True, exist_ok=True)
         issued = _Issued(
             (str(meta.get("namespace")), str(meta.get("name")), uid, sa),
-            pod_dir / "token",
+            sa_dir / "token",
             expiration,
             audience,
             dt.datetime.now(dt.UTC),
@@ -142,8 +154,9 @@ class TokenManager:
         await self._request(issued)
         ca_path: Path | None = None
         if self._access.ca_pem is not None:
-            ca_path = pod_dir / "ca.crt"
-            _write(ca_path, self._access.ca_pem, 0o644)
+            ca_path = sa_dir / "ca.crt"
+            _write(ca_path, self._access.ca_pem, PROJECTED_MODE)
+        _write(sa_dir / "namespace", issued.pod[0].encode(), PROJECTED_MODE)
         text = kubeconfig_text(
             self._access.server, ca_path, self._access.insecure, issued.token_path, issued.pod[0]
         )
@@ -166,7 +179,7 @@ class TokenManager:
         token = str((result.get("status") or {}).get("token") or "")
         if not token:
             raise RuntimeError(f"TokenRequest for {namespace}/{sa} returned no token")
-        _write(issued.token_path, token.encode(), 0o600)
+        _write(issued.token_path, token.encode(), PROJECTED_MODE)
         issued.refresh_at = dt.datetime.now(dt.UTC) + dt.timedelta(
             seconds=issued.expiration_s * REFRESH_FRACTION
         )

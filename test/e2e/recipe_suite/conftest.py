@@ -1,5 +1,7 @@
 """Fixtures of the recipe suite: the cluster set up the way ``e2e-recipe.md`` sets it up.
 
+* ``controller_image``, ``requester_image``: the images the chart and ``mkrs`` name; the image
+  tests (``test_images``) override both with the images they built and pushed.
 * ``dpctlr``: the controller installed by the chart, exactly the recipe's ``helm upgrade --install
   dpctlr ... --set Image=... --set NodeViewClusterRole=... --set SleeperLimit=N``, in the test's
   namespace. It can ``helm delete`` and reinstall the release, kill the controller Pod, read the
@@ -51,6 +53,7 @@ from dpsim.simenv import ledger_path
 from e2e.dualpods.conftest import dump, kubectl, release_finalizers
 from e2e.recipe import (
     LOCAL_CLAIM_PREFIX,
+    REQUESTER_IMAGE,
     SHARED_CLAIM,
     Kubectl,
     deleting,
@@ -116,6 +119,7 @@ class Dpctlr:
     cluster: Any
     kubectl: Kubectl
     sleeper_limit: int = DEFAULT_SLEEPER_LIMIT
+    image: str = IMAGE
     installed: bool = False
     previous_logs: list[str] = field(default_factory=list)
 
@@ -149,7 +153,7 @@ class Dpctlr:
             RELEASE,
             str(CHART),
             "--set",
-            f"Image={IMAGE}",
+            f"Image={self.image}",
             "--set",
             f"NodeViewClusterRole={NODE_VIEWER}",
             "--set",
@@ -263,10 +267,23 @@ def node_viewer(cluster: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def controller_image() -> str:
+    """The chart's ``--set Image=...``; the image tests override it with the image they pushed."""
+    return IMAGE
+
+
+@pytest.fixture
+def requester_image() -> str:
+    """The image of ``mkrs``'s requester; the image tests override it with the one they pushed."""
+    return REQUESTER_IMAGE
+
+
+@pytest.fixture
 def dpctlr(
-    request: pytest.FixtureRequest, cluster: Any, kubectl: Kubectl, node_viewer: str
+    request: pytest.FixtureRequest, cluster: Any, kubectl: Kubectl, node_viewer: str, controller_image: str
 ) -> Iterator[Dpctlr]:
-    controller = Dpctlr(cluster, kubectl, int(getattr(request, "param", DEFAULT_SLEEPER_LIMIT)))
+    sleeper_limit = int(getattr(request, "param", DEFAULT_SLEEPER_LIMIT))
+    controller = Dpctlr(cluster, kubectl, sleeper_limit, image=controller_image)
     controller.install()
     yield controller
     try:

@@ -55,11 +55,12 @@ def test_example_1_requester_gets_a_runner_on_its_node_and_scaling_to_zero_leave
     dpctlr: Dpctlr,
     gpu_map: dict[str, dict[str, int]],
     form: str,
+    requester_image: str,
 ) -> None:
     if form == "node-volume":
         request.getfixturevalue("claims")
     rs = unique_name()
-    kubectl.apply(mkrs(rs, ServerPatch(model_form=form)))
+    kubectl.apply(mkrs(rs, ServerPatch(model_form=form), image=requester_image))
 
     req, runner = pair_ready(kubectl, rs)
     assert name_of(runner) == name_of(req) + api.RUNNER_NAME_SUFFIX
@@ -95,12 +96,12 @@ def test_example_2_runner_deletion_takes_the_requester_and_the_replacement_gets_
 
 
 def test_example_7_scale_up_on_the_same_gpu_wakes_and_binds_the_sleeping_runner(
-    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], gpus: Gpus
+    kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], gpus: Gpus, requester_image: str
 ) -> None:
     node = gpus.worker()
     gpus.leave_free(node, 1)  # the recipe pins to "a node with few GPUs"; here exactly one is free
     rs = unique_name()
-    kubectl.apply(mkrs(rs, ServerPatch(), node_selector={api.HOSTNAME_LABEL: node}))
+    kubectl.apply(mkrs(rs, ServerPatch(), node_selector={api.HOSTNAME_LABEL: node}, image=requester_image))
     req, runner = pair_ready(kubectl, rs)
     assert_pair(req, runner, gpu_map)
     uuids = annotations_of(req)[api.ACCELERATORS_ANNOTATION]

@@ -19,10 +19,11 @@ from dpctl.log import get as get_logger
 from dpctl.workqueue.outcome import Done, RequeueAfter
 from dpsim.kubelet.containers import rfc3339
 from dpsim.kubelet.nodes import NodeAgent
+from dpsim.kubelet.podman import PodmanError, Pulled, create_argv
 from dpsim.kubelet.podrecord import SyncSettings
 from dpsim.kubelet.podsync import PodSyncer
-from dpsim.kubelet.runtime import Exit, Launch
-from dpsim.kubelet.tokens import ClusterAccess, TokenManager
+from dpsim.kubelet.runtime import ContainerSpec, Exit, Launch, Mount
+from dpsim.kubelet.tokens import ClusterAccess, TokenManager, service_account_dir
 from helpers import async_wait_for
 
 UUIDS = ("GPU-0", "GPU-1", "GPU-2", "GPU-3")
@@ -158,7 +159,7 @@ async def world(tmp_path: Path) -> World:
     return _world(tmp_path, pods)
 
 
-def _world(tmp_path: Path, pods: dict[str, dict[str, Any]]) -> World:
+def _world(tmp_path: Path, pods: dict[str, dict[str, Any]], podman: Any = None) -> World:
     kube = FakeKube(pods)
     runtime = FakeRuntime()
     enqueued: list[str] = []
@@ -172,6 +173,7 @@ def _world(tmp_path: Path, pods: dict[str, dict[str, Any]]) -> World:
         max_grace=30.0,
         base_env={"PATH": "/usr/bin"},
         node_allocatable={"cpu": "32"},
+        api_server="https://127.0.0.1:6443",
     )
     node = cast(NodeAgent, FakeNode())
     tokens = TokenManager(cast(Any, kube), ClusterAccess("https://127.0.0.1:1", None))
@@ -186,6 +188,7 @@ def _world(tmp_path: Path, pods: dict[str, dict[str, Any]]) -> World:
         enqueued.append,
         Recorder(events),
         get_logger("test"),
+        podman,
     )
     syncer.add_node(node, 0)
     return World(syncer, kube, runtime, pods, enqueued, tmp_path, events)
@@ -422,3 +425,131 @@ async def test_init_containers_run_in_order_before_the_app(world: World) -> None
     status = world.status(uid)
     assert [s["state"]["terminated"]["reason"] for s in status["initContainerStatuses"]] == ["Completed"] * 2
     assert status["phase"] == "Running"
+
+
+# -- images under --podman-images: real containers ------------------------------------------------
+
+REGISTRY = "127.0.0.1:5000/fma"
+
+
+@dataclass
+class FakePodman(FakeRuntime):
+    """The podman runtime's surface the launcher uses; ``missing`` images fail to pull."""
+
+    missing: set[str] = field(default_factory=set)
+    pulls: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def runs(self, image: str) -> bool:
+        return image.startswith("127.0.0.1:")
+
+    async def pull(self, image: str, policy: str) -> Pulled:
+        self.pulls.append((image, policy))
+        if image in self.missing:
+            raise PodmanError(
+                f"initializing source docker://{image}: reading manifest latest: manifest unknown"
+            )
+        return Pulled(image.rsplit(":", 1)[0] + "@sha256:abc", 1234, 0.5)
+
+
+async def test_an_image_under_podman_images_that_cannot_be_pulled_waits_as_on_a_real_node(
+    tmp_path: Path,
+) -> None:
+    image = f"{REGISTRY}/nope:latest"
+    podman = FakePodman(missing={image})
+    world = _world(tmp_path, {}, podman)
+    uid = world.add(make_pod("a", image=image, imagePullPolicy="Always"))
+    await world.syncer.sync(uid)
+    waiting = world.container(uid)["state"]["waiting"]
+    assert waiting["reason"] == "ErrImagePull"
+    assert waiting["message"].endswith("manifest unknown")  # the runtime's error, as the kubelet shows it
+    await world.syncer.sync(uid)
+    waiting = world.container(uid)["state"]["waiting"]
+    assert waiting["reason"] == "ImagePullBackOff"
+    assert waiting["message"].startswith(f'Back-off pulling image "{image}": ErrImagePull: initializing')
+    assert podman.handles == [] and world.runtime.handles == []
+    expected = [
+        ("Pulling", f'Pulling image "{image}"'),
+        ("Failed", f'Failed to pull image "{image}": initializing'),
+        ("Failed", "Error: ErrImagePull"),
+        ("BackOff", f'Back-off pulling image "{image}"'),
+        ("Failed", "Error: ImagePullBackOff"),
+    ]
+    assert len(world.events) == len(expected), world.events
+    for (_, reason, message), (want_reason, want_start) in zip(world.events, expected, strict=True):
+        assert reason == want_reason and message.startswith(want_start), (reason, message)
+
+
+async def test_an_image_under_podman_images_runs_as_a_container_of_the_pod(tmp_path: Path) -> None:
+    podman = FakePodman()
+    world = _world(tmp_path, {}, podman)
+    pod = make_pod("a", image=f"{REGISTRY}/requester:latest", automountServiceAccountToken=True)
+    pod["spec"]["volumes"] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+    ]
+    c = pod["spec"]["containers"][0]
+    c["imagePullPolicy"] = "IfNotPresent"
+    c["env"] = [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    c["command"] = ["dpctl", "requester"]
+    c["securityContext"] = {"runAsUser": 65532, "runAsGroup": 65532, "readOnlyRootFilesystem": True}
+    c["volumeMounts"] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+    ]
+    uid = world.add(pod)
+    await world.syncer.sync(uid)
+    assert world.runtime.handles == [], "not a process"
+    (handle,) = podman.handles
+    spec = handle.launch.container
+    assert spec is not None
+    assert (spec.image, spec.command, spec.user, spec.read_only_root) == (
+        f"{REGISTRY}/requester:latest",
+        ("dpctl", "requester"),
+        "65532:65532",
+        True,
+    )
+    mounts = {m.target: m.source for m in spec.mounts}
+    assert mounts["/var/run/secrets/kubernetes.io/serviceaccount"] == service_account_dir(
+        world.syncer.records[uid].dir
+    )
+    assert (mounts["/tmp"].stat().st_mode & 0o777) == 0o777
+    env = handle.launch.env
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("127.0.0.1", "6443")
+    assert env["POD_NAMESPACE"] == "ns"
+    assert env["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")
+    assert not [k for k in env if k.startswith("DPCTL_SIM_") or k in ("KUBECONFIG", "PYTHONPATH")]
+    assert podman.pulls == [(f"{REGISTRY}/requester:latest", "IfNotPresent")]
+    assert world.container(uid)["imageID"] == f"{REGISTRY}/requester@sha256:abc"
+    assert any(r == "Pulled" and "Successfully pulled image" in m for _, r, m in world.events)
+
+
+def test_podman_create_argv_keeps_kubernetes_command_semantics(tmp_path: Path) -> None:
+    spec = ContainerSpec(
+        image="127.0.0.1:5000/fma/c:1",
+        command=("dpctl", "controller"),
+        args=("--v=5",),
+        hostname="pod-a",
+        user="65532:65532",
+        read_only_root=True,
+        drop_all_caps=True,
+        no_new_privileges=True,
+        mounts=(Mount(tmp_path, "/tmp"),),
+    )
+    launch = Launch(
+        "dpctl-sim://" + "a" * 64, (), {"FOO": "secret value"}, tmp_path, tmp_path / "0.log", spec
+    )
+    argv = create_argv(launch, spec, {"k": "v"})
+    assert argv[-2:] == ["127.0.0.1:5000/fma/c:1", "--v=5"]  # args after the image replace its cmd
+    assert argv[argv.index("--entrypoint") + 1] == '["dpctl", "controller"]'
+    assert argv[argv.index("--env") + 1] == "FOO", "values are inherited, never on the command line"
+    assert "secret value" not in " ".join(argv)
+    for flag in ("--read-only", "--read-only-tmpfs=false"):
+        assert flag in argv
+    assert argv[argv.index("--network") + 1] == "host"
+    assert argv[argv.index("--log-opt") + 1] == f"path={tmp_path / '0.log'}"
+    assert f"{tmp_path}:/tmp:rw" in argv
+    no_command = create_argv(launch, ContainerSpec("img", (), (), "h"), {})
+    assert "--entrypoint" not in no_command and no_command[-1] == "img"
