@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 UPSTREAM_MIB_PER_SLEEPER = 4096
 
 

@@ -339,6 +339,9 @@ class Ledger(GpuLedger):
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
+            # One writer at a time: processes opening a new or old file at once must not both
+            # find the column missing and both add it.
+            conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 conn.execute(statement)
             # A ledger written before memory was accounted (a local cluster's state dir outlives
@@ -346,6 +349,7 @@ class Ledger(GpuLedger):
             columns = {row[1] for row in conn.execute("PRAGMA table_info(holds)")}
             if "mib" not in columns:
                 conn.execute("ALTER TABLE holds ADD COLUMN mib INTEGER NOT NULL DEFAULT 0")
+            conn.execute("COMMIT")
         finally:
             conn.close()
 

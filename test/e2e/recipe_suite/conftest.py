@@ -20,7 +20,7 @@
 * ``claims``: the PersistentVolumeClaims the recipe's volume form of the server-patch names.
 * ``dialect`` (autouse): every case runs twice, its ReplicaSets written with the recipe's
   (8ed2953) names and with upstream's current ones (contract §2b); checks read the names of the
-  requester's dialect.
+  requester's dialect. A module with ``ONE_DIALECT = True`` runs in the recipe's names only.
 * ``sim``: the local cluster's simulated kubelet (``dpctl sim-kubelet ctl``); skips on a foreign
   cluster.
 
@@ -308,7 +308,14 @@ def _delete_workloads(kubectl: Kubectl, controller: Dpctlr) -> None:
     )
 
 
-@pytest.fixture(autouse=True, params=api.DIALECTS, ids=lambda d: d.name)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every case in each dialect, but for modules about something else than the names on Pods
+    (``ONE_DIALECT = True``: real images, Prometheus), which run in the recipe's only."""
+    dialects = (api.ORIGINAL,) if getattr(metafunc.module, "ONE_DIALECT", False) else api.DIALECTS
+    metafunc.parametrize("dialect", dialects, indirect=True, ids=[d.name for d in dialects])
+
+
+@pytest.fixture(autouse=True)
 def dialect(request: pytest.FixtureRequest) -> Iterator[api.Dialect]:
     with writing_dialect(request.param):
         yield request.param

@@ -27,6 +27,8 @@ from unit.deploy.test_dashboard import dashboard, expressions
 from .conftest import CHART, CONTROLLER_SELECTOR, METRICS_PORT, Dpctlr, Gpus, T
 from .steps import pair_ready, scale_to_zero_keeps_sleeper
 
+# About images (or scraping), not the names on Pods: the recipe's dialect is enough.
+ONE_DIALECT = True
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ALERTS = CHART / "files" / "alerts.yaml"
