@@ -19,7 +19,7 @@ from dpctl import api
 from e2e.recipe import Kubectl, ServerPatch, mkrs, name_of, pod_get, unique_name
 from helpers import wait_for
 
-from .conftest import METRICS_PORT, Dpctlr, T, skip_unless_local
+from .conftest import METRICS_PORT, Dpctlr, Gpus, T, skip_unless_local
 from .steps import Pod, pair_ready, scale_to_zero_keeps_sleeper
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -65,11 +65,13 @@ def relay_streams(kubectl: Kubectl, dpctlr: Dpctlr) -> float:
 
 
 def test_the_runners_log_is_in_the_requesters_soon_once_and_across_a_controller_restart(
-    cluster: Any, kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]]
+    cluster: Any, kubectl: Kubectl, dpctlr: Dpctlr, gpu_map: dict[str, dict[str, int]], gpus: Gpus
 ) -> None:
     skip_unless_local(cluster, "reading /metrics of the controller Pod directly")
+    node = gpus.worker()
+    gpus.leave_free(node, 1)  # so the next requester gets the same GPU, and the same runner
     rs = unique_name()
-    kubectl.apply(mkrs(rs, ServerPatch()))
+    kubectl.apply(mkrs(rs, ServerPatch(), node_selector={api.HOSTNAME_LABEL: node}))
     req, runner = pair_ready(kubectl, rs)
 
     # Soon: each startup line is in the requester's log within RELAY_WITHIN_S of being written.
