@@ -113,6 +113,7 @@ def pushed(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         out = _run(
             [
                 "make",
+                "--no-print-directory",  # under `make test` a sub-make would print "Leaving directory" last
                 "build-requester",
                 "push-requester",
                 "build-controller",

@@ -25,6 +25,7 @@ from dpctl import api
 from dpctl.dualpods import podview
 from dpsim.emulator.gputable import load_gpu_table
 from dpsim.kubelet.podrecord import pod_dir_name
+from dpsim.kubelet.tokens import service_account_dir
 from e2e.deploy.test_chart_install import (
     CHART,
     IMAGE,
@@ -126,7 +127,10 @@ def test_controller_in_cluster_has_exactly_the_rights_it_needs(
 
         # No token in any log.
         token_file = (
-            state_dir / "pods" / pod_dir_name(ns, podview.name(controller), podview.uid(controller)) / "token"
+            service_account_dir(
+                state_dir / "pods" / pod_dir_name(ns, podview.name(controller), podview.uid(controller))
+            )
+            / "token"
         )
         token = token_file.read_text().strip()
         assert len(token) > 100, f"{token_file} holds no token"
