@@ -152,6 +152,8 @@ class ContainerRecord:
     started: bool = False
     # Monotonic time before which a restart (or a retried image pull) must not happen.
     not_before: float = 0.0
+    # Monotonic time until which a failed pull shows ErrImagePull before ImagePullBackOff.
+    pull_error_until: float = 0.0
     image_id: str = ""
 
     @property

@@ -125,6 +125,8 @@ class Launcher:
         """Start one container instance, or say why not (and when to try again)."""
         if now < r.not_before:
             if r.waiting and r.waiting[0] == ctr.ERR_IMAGE_PULL:
+                if now < r.pull_error_until:
+                    return Wait(min(r.pull_error_until, r.not_before) - now)
                 why = f"{ctr.ERR_IMAGE_PULL}: {r.waiting[1]}"
                 r.set_waiting(ctr.IMAGE_PULL_BACK_OFF, f'Back-off pulling image "{r.image}": {why}')
                 self._events.emit(pod, NORMAL, "BackOff", f'Back-off pulling image "{r.image}"')
@@ -361,11 +363,11 @@ class Launcher:
         delay = max(self._s.backoff_base, backoff.delay_after_exit(0.0))
         r.set_waiting(ctr.ERR_IMAGE_PULL, reason if reason is not None else message)
         r.not_before = now + delay
+        r.pull_error_until = now + self._s.pull_error_shown
         self._log.progress("Image has no program", pod=rec.ref, container=r.name, image=r.image)
         self._events.emit(pod, WARNING, "Failed", message)
         self._events.emit(pod, WARNING, "Failed", f"Error: {ctr.ERR_IMAGE_PULL}")
-        # Come back soon to show ImagePullBackOff for the rest of the wait, as the kubelet does.
-        return min(delay, 1.0)
+        return min(delay, self._s.pull_error_shown)
 
 
 def _go_duration(seconds: float) -> str:

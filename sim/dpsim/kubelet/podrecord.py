@@ -42,6 +42,10 @@ class SyncSettings:
     node_allocatable: Mapping[str, str]
     # The API server's URL (``KUBERNETES_SERVICE_HOST``/``PORT`` of real containers).
     api_server: str = ""
+    # How long a failed image pull shows ErrImagePull before ImagePullBackOff: a real kubelet
+    # re-syncs a pod whose sync failed only after ~10 s (its backOffPeriod), whatever watch
+    # events come meanwhile; shorter here, yet long enough for a poller to see.
+    pull_error_shown: float = 3.0
 
 
 @dataclass

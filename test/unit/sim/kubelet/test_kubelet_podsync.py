@@ -159,7 +159,9 @@ async def world(tmp_path: Path) -> World:
     return _world(tmp_path, pods)
 
 
-def _world(tmp_path: Path, pods: dict[str, dict[str, Any]], podman: Any = None) -> World:
+def _world(
+    tmp_path: Path, pods: dict[str, dict[str, Any]], podman: Any = None, pull_error_shown: float = 0.0
+) -> World:
     kube = FakeKube(pods)
     runtime = FakeRuntime()
     enqueued: list[str] = []
@@ -173,6 +175,7 @@ def _world(tmp_path: Path, pods: dict[str, dict[str, Any]], podman: Any = None) 
         max_grace=30.0,
         base_env={"PATH": "/usr/bin"},
         node_allocatable={"cpu": "32"},
+        pull_error_shown=pull_error_shown,
         api_server="https://127.0.0.1:6443",
     )
     node = cast(NodeAgent, FakeNode())
@@ -271,6 +274,18 @@ async def test_never_policy_ends_the_pod_and_frees_its_gpu(world: World) -> None
     assert world.syncer.gpus.free("node-1") == list(UUIDS)
     assert world.syncer.ips.in_use("node-1") == 0
     assert world.kube.deletes == []
+
+
+async def test_a_failed_pull_shows_err_image_pull_until_the_error_resync_whatever_syncs_come(
+    tmp_path: Path,
+) -> None:
+    world = _world(tmp_path, {}, pull_error_shown=600.0)
+    uid = world.add(make_pod("a", image="quay.io/nobody/mystery:1"))
+    await world.syncer.sync(uid)
+    outcome = await world.syncer.sync(uid)  # as a watch event of the status write would cause
+    assert world.container(uid)["state"]["waiting"]["reason"] == "ErrImagePull"
+    assert isinstance(outcome, RequeueAfter) and outcome.seconds <= 1.0  # the pull's back-off first
+    assert [r for _, r, _ in world.events] == ["Failed", "Failed"]
 
 
 async def test_unknown_image_waits_in_image_pull_errors(world: World) -> None:
