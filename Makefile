@@ -53,6 +53,11 @@ cluster-down: dev ## stop the embedded local cluster
 run: cluster-up ## local cluster + the controller installed by the chart + gpu-map + a demo ReplicaSet
 	@hack/run-demo.sh
 
+.PHONY: crds
+crds: cluster-up ## regenerate the chart's CRDs from dpctl/fma/v1alpha1.py and the local API server's OpenAPI
+	@eval "$$($(DPCTL) local-cluster env)" && kubectl get --raw /openapi/v3/api/v1 | \
+	  $(BIN)/python -m dpctl.fma.crdgen deploy/helm/dpctlr/crds
+
 .PHONY: lint
 lint: dev ## ruff, mypy --strict (dpctl, dpsim, test, bench), import contracts (pyproject's [tool.importlinter]), helm lint, alert rules (promtool)
 	$(BIN)/ruff check dpctl sim test hack bench

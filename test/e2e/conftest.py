@@ -41,6 +41,7 @@ from dpsim.localcluster.cluster import (
     LocalCluster,
     is_local_kubeconfig,
 )
+from e2e.deploy.chart import NODE_VIEWER
 from helpers import wait_for
 
 
@@ -188,6 +189,18 @@ def _foreign(kubeconfig: Path) -> tuple[ClusterHandle, Bins | None]:
         pytest.fail("KUBECONFIG names a foreign cluster but there is no kubectl (build: hack/bins/build.sh)")
     helm = _str(found.helm) if found else shutil.which("helm")
     return ClusterHandle(kubeconfig, kubectl, helm, None, False), found
+
+
+@pytest.fixture(scope="session")
+def node_viewer(cluster: ClusterHandle) -> Iterator[str]:
+    """The recipe's NodeViewClusterRole (the local cluster has it; elsewhere made for the session)."""
+    made = False
+    if cluster.run_kubectl("get", "clusterrole", NODE_VIEWER, check=False).returncode != 0:
+        cluster.run_kubectl("create", "clusterrole", NODE_VIEWER, "--verb=get,list,watch", "--resource=nodes")
+        made = True
+    yield NODE_VIEWER
+    if made:
+        cluster.run_kubectl("delete", "clusterrole", NODE_VIEWER, "--ignore-not-found", check=False)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dpctl import api
-from e2e.deploy.test_chart_install import node_viewer  # noqa: F401  (a fixture, used by name)
 from e2e.dualpods.conftest import (  # noqa: F401  (fixtures, used by name)
     gpu_map,
     kubectl,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from e2e.deploy.test_chart_install import (
+from e2e.deploy.chart import (
     CHART,
     IMAGE,
     RELEASE,

@@ -50,6 +50,7 @@ from dpctl import api
 from dpsim.emulator.ledger import Ledger
 from dpsim.kubelet.ctl import node_action
 from dpsim.simenv import ledger_path
+from e2e.deploy.chart import CHART, IMAGE, NODE_VIEWER, RELEASE, REPO, SELECTOR
 from e2e.dualpods.conftest import dump, kubectl, release_finalizers
 from e2e.recipe import (
     LOCAL_CLAIM_PREFIX,
@@ -66,15 +67,9 @@ from e2e.recipe import (
 )
 from helpers import wait_for
 
-__all__ = ["kubectl"]
+__all__ = ["CHART", "REPO", "kubectl"]
 
-REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "deploy" / "helm" / "dpctlr"
 MAP_SCRIPT = REPO / "hack" / "ensure-nodes-mapped.sh"
-RELEASE = "dpctlr"
-NODE_VIEWER = "dpctl-node-viewer"
-IMAGE = os.environ.get("DPCTL_E2E_CONTROLLER_IMAGE") or "registry.local/dpctl/dual-pods-controller:dev"
-CONTROLLER_SELECTOR = f"app.kubernetes.io/name=dpctlr,app.kubernetes.io/instance={RELEASE}"
 # Every Pod of a test that is not the controller's (requesters, runners, placeholders).
 WORKLOAD_SELECTOR = "!app.kubernetes.io/instance"
 METRICS_PORT = 8002
@@ -174,7 +169,7 @@ class Dpctlr:
         wait_for(lambda: not self.pods(), T, "the controller Pod to go away")
 
     def pods(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.kubectl.get_json("pods", "-l", CONTROLLER_SELECTOR)["items"]
+        items: list[dict[str, Any]] = self.kubectl.get_json("pods", "-l", SELECTOR)["items"]
         return items
 
     def pod(self) -> dict[str, Any] | None:
@@ -245,25 +240,13 @@ class Dpctlr:
     def diagnostics(self) -> str:
         parts = []
         for args in (
-            ["get", "pods", "-o", "wide", "-l", CONTROLLER_SELECTOR],
-            ["describe", "pods", "-l", CONTROLLER_SELECTOR],
+            ["get", "pods", "-o", "wide", "-l", SELECTOR],
+            ["describe", "pods", "-l", SELECTOR],
             ["logs", f"deploy/{RELEASE}", "--tail=40"],
         ):
             out = self.kubectl.run(*args, check=False)
             parts.append(f"$ kubectl {' '.join(args)}\n{out}")
         return "\n".join(parts)
-
-
-@pytest.fixture(scope="session")
-def node_viewer(cluster: Any) -> Iterator[str]:
-    """The recipe's NodeViewClusterRole (the local cluster has it; elsewhere made for the session)."""
-    made = False
-    if cluster.run_kubectl("get", "clusterrole", NODE_VIEWER, check=False).returncode != 0:
-        cluster.run_kubectl("create", "clusterrole", NODE_VIEWER, "--verb=get,list,watch", "--resource=nodes")
-        made = True
-    yield NODE_VIEWER
-    if made:
-        cluster.run_kubectl("delete", "clusterrole", NODE_VIEWER, "--ignore-not-found", check=False)
 
 
 @pytest.fixture

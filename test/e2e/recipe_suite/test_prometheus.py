@@ -19,12 +19,13 @@ import pytest
 
 from dpctl import api
 from dpsim.localcluster.bins import Bins
+from e2e.deploy.chart import SELECTOR
 from e2e.prometheus import JOB, Prometheus, running_prometheus, scrape_config
 from e2e.recipe import Kubectl, ServerPatch, mkrs, name_of, pod_get, unique_name
 from helpers import wait_for
 from unit.deploy.test_dashboard import dashboard, expressions
 
-from .conftest import CHART, CONTROLLER_SELECTOR, METRICS_PORT, Dpctlr, Gpus, T
+from .conftest import CHART, METRICS_PORT, Dpctlr, Gpus, T
 from .steps import pair_ready, scale_to_zero_keeps_sleeper
 
 # About images (or scraping), not the names on Pods: the recipe's dialect is enough.
@@ -52,7 +53,7 @@ def prometheus(
     bins: Bins, cluster: Any, kubectl: Kubectl, dpctlr: Dpctlr, tmp_path: Path
 ) -> Iterator[Prometheus]:
     assert bins.prometheus is not None and bins.prometheus.exists(), "make bins builds prometheus"
-    scrape = scrape_config(Path(cluster.kubeconfig), kubectl.namespace, CONTROLLER_SELECTOR)
+    scrape = scrape_config(Path(cluster.kubeconfig), kubectl.namespace, SELECTOR)
     with running_prometheus(bins.prometheus, tmp_path, scrape, [ALERTS]) as prom:
         yield prom
 

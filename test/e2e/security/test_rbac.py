@@ -26,7 +26,7 @@ from dpctl.dualpods import podview
 from dpsim.emulator.gputable import load_gpu_table
 from dpsim.kubelet.podrecord import pod_dir_name
 from dpsim.kubelet.tokens import service_account_dir
-from e2e.deploy.test_chart_install import (
+from e2e.deploy.chart import (
     CHART,
     IMAGE,
     NODE_VIEWER,
@@ -35,13 +35,10 @@ from e2e.deploy.test_chart_install import (
     controller_pods,
     diagnostics,
     helm,
-    node_viewer,
     running_and_ready,
 )
 from e2e.recipe import Kubectl, ServerPatch, bound_runner_of, is_ready, mkrs, requesters_of
 from helpers import wait_for
-
-__all__ = ["node_viewer"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
