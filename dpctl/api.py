@@ -97,6 +97,20 @@ WAKE_UP_PATH: Final = "/wake_up"
 IS_SLEEPING_PATH: Final = "/is_sleeping"
 HEALTH_PATH: Final = "/health"
 
+# The launcher path (launcher contract §1): a launcher Pod per node and LauncherConfig runs vLLM
+# instances on request; the names are upstream's (553c7b7).
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+LAUNCHER_COMPONENT: Final = "launcher"
+LAUNCHER_CONFIG_NAME_LABEL: Final = "dual-pods.llm-d.ai/launcher-config-name"
+NODE_NAME_LABEL: Final = "dual-pods.llm-d.ai/node-name"
+LAUNCHER_TEMPLATE_HASH_ANNOTATION: Final = "dual-pods.llm-d.ai/launcher-populator-template-hash"
+LAUNCHER_CONFIG_HASH_ANNOTATION: Final = "dual-pods.llm-d.ai/launcher-config-hash"
+LAUNCHER_PORT: Final = 8001  # fixed between the controllers and the launcher
+LAUNCHER_NOTIFIER_CONTAINER: Final = "state-change-reflector"
+# Keys of a launch body's annotations: which ISC an instance serves, and on which port.
+ISC_NAME_KEY: Final = "isc-name"
+INFERENCE_PORT_KEY: Final = "inference-port"
+
 # A simulated container binds here instead of 0.0.0.0 (processes share the host's network).
 LISTEN_HOST_ENV: Final = "DPCTL_LISTEN_HOST"
 

@@ -64,7 +64,7 @@ class Status(_Wire):
     """The status of every kind: what the controller last saw, and what is wrong with it."""
 
     observed_generation: Annotated[int, INT64] = Field(
-        0,
+        default=0,
         alias="observedGeneration",
         description="The metadata.generation this status was written for.",
     )
@@ -83,7 +83,9 @@ class ModelServerConfig(_Wire):
         le=65535,
         description="The port the vLLM instance serves on (its sleep and wake API included).",
     )
-    options: str = Field("", description="vLLM's command-line options, without --port (port gives it).")
+    options: str = Field(
+        default="", description="vLLM's command-line options, without --port (port gives it)."
+    )
     env_vars: dict[str, str] = Field(default_factory=dict, description="Environment of the vLLM instance.")
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -142,8 +144,12 @@ class LauncherConfigSpec(_Wire):
 
 
 class ResourceRange(_Wire):
-    min: Quantity | None = Field(None, description="The least allocatable amount; none means no bound.")
-    max: Quantity | None = Field(None, description="The most allocatable amount; none means no bound.")
+    min: Quantity | None = Field(
+        default=None, description="The least allocatable amount; none means no bound."
+    )
+    max: Quantity | None = Field(
+        default=None, description="The most allocatable amount; none means no bound."
+    )
 
 
 class EnhancedNodeSelector(_Wire):

@@ -205,13 +205,18 @@ def runner_base(requester: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in _mapping(metadata.get("labels")).items()
         if key not in _CONTROLLER_LABELS and value != name
     }
-    spec = copy.deepcopy(_mapping(requester.get("spec")))
+    return {"metadata": {"labels": labels}, "spec": deindividualised_spec(requester.get("spec"), name)}
+
+
+def deindividualised_spec(spec: Any, pod_name: Any = None) -> dict[str, Any]:
+    """A copy of a Pod spec without what is one Pod's own (see the module docstring)."""
+    out = copy.deepcopy(_mapping(spec))
     for field in _INDIVIDUAL_SPEC_FIELDS:
-        spec.pop(field, None)
-    if "hostname" in spec and spec["hostname"] == name:
-        del spec["hostname"]
-    _drop_kube_api_access(spec)
-    return {"metadata": {"labels": labels}, "spec": spec}
+        out.pop(field, None)
+    if pod_name is not None and out.get("hostname") == pod_name:
+        del out["hostname"]
+    _drop_kube_api_access(out)
+    return out
 
 
 def runner_name(requester_name: str) -> str:
