@@ -5,6 +5,7 @@ The controller needs only what is re-exported here; the modules are:
 - `nominal`: `build_runner` and the runner's names (contract §4 steps 1-7);
 - `launcher`: launcher Pods from LauncherConfigs, and instance ids and launch bodies from
   InferenceServerConfigs (launcher contract §2.4, §2.5);
+- `routing`: an InferenceServerConfig's routing labels and annotations, and their rules;
 - `template`: the sandboxed server-patch template (Go's ``{{ .Field }}`` or Jinja's ``{{ Field }}``);
 - `yamltext`: strict, bounded YAML loading;
 - `smp`: Kubernetes strategic merge patch for Pod (and Node);
@@ -12,7 +13,8 @@ The controller needs only what is re-exported here; the modules are:
 - `hashing`: the canonical nominal hash;
 - `render_cmd`: the `dpctl render-runner` subcommand (the only module doing I/O).
 
-This package imports nothing from dpctl except `dpctl.api` and the types of `dpctl.fma.v1alpha1`.
+This package imports nothing from dpctl except `dpctl.api`, the types of `dpctl.fma.v1alpha1`
+and Kubernetes' name rules (`dpctl.kube.names`).
 """
 
 from dpctl.podbuild.nominal import BuildError, Runner, build_runner, fallback_runner_name, runner_name
