@@ -105,6 +105,25 @@ LAUNCHER_CONFIG_NAME_LABEL: Final = "dual-pods.llm-d.ai/launcher-config-name"
 NODE_NAME_LABEL: Final = "dual-pods.llm-d.ai/node-name"
 LAUNCHER_TEMPLATE_HASH_ANNOTATION: Final = "dual-pods.llm-d.ai/launcher-populator-template-hash"
 LAUNCHER_CONFIG_HASH_ANNOTATION: Final = "dual-pods.llm-d.ai/launcher-config-hash"
+# Set by the user on a requester: serve it from a launcher with this InferenceServerConfig.
+INFERENCE_SERVER_CONFIG_ANNOTATION: Final = "dual-pods.llm-d.ai/inference-server-config"
+# Set by the controller on a bound requester: the instance serving it.
+INSTANCE_LABEL: Final = "dual-pods.llm-d.ai/instance"
+# The bound launcher's bookkeeping (with REQUESTER_ANNOTATION): enough to carry on after a restart.
+INSTANCE_ID_ANNOTATION: Final = "dual-pods.llm-d.ai/instance-id"
+SERVER_PORT_ANNOTATION: Final = "dual-pods.llm-d.ai/server-port"
+VLLM_CONFIG_ANNOTATION: Final = "dual-pods.llm-d.ai/vllm-config"
+ISC_ROUTING_METADATA_ANNOTATION: Final = "dual-pods.llm-d.ai/isc-routing-metadata"
+BOOKKEEPING_ANNOTATIONS: Final = (
+    INSTANCE_ID_ANNOTATION,
+    SERVER_PORT_ANNOTATION,
+    VLLM_CONFIG_ANNOTATION,
+    ISC_ROUTING_METADATA_ANNOTATION,
+)
+# Set by the notifier sidecar: a digest of the launcher's instances, so a change is a Pod event.
+INSTANCE_SIGNATURE_ANNOTATION: Final = "dual-pods.llm-d.ai/vllm-instance-signature"
+# Set by the populator on a launcher it gave up on.
+LAUNCHER_STUCK_LABEL: Final = "dual-pods.llm-d.ai/launcher-stuck"
 LAUNCHER_PORT: Final = 8001  # fixed between the controllers and the launcher
 LAUNCHER_NOTIFIER_CONTAINER: Final = "state-change-reflector"
 # Keys of a launch body's annotations: which ISC an instance serves, and on which port.

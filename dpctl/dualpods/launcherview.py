@@ -1,0 +1,68 @@
+"""Read-only views of launcher Pods (launcher contract §1.2–§1.3), in the launcher path's terms.
+
+A launcher is a Pod with the ``launcher-config-name`` label; it is bound when it carries the
+``requester`` annotation (read by `podview.bound_requester`, the one definition for every kind
+of provider). `bookkeeping` reads what a bound launcher records of its instance, so a restarted
+controller carries on from the API alone (R15). Nothing here mutates its input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dpctl import api
+from dpctl.dualpods import podview
+from dpctl.podbuild.routing import RoutingMetadata
+
+
+def is_launcher(pod: Mapping[str, Any]) -> bool:
+    return bool(podview.labels(pod).get(api.LAUNCHER_CONFIG_NAME_LABEL))
+
+
+def launcher_config_name(launcher: Mapping[str, Any]) -> str:
+    return podview.labels(launcher).get(api.LAUNCHER_CONFIG_NAME_LABEL, "")
+
+
+def config_hash(launcher: Mapping[str, Any]) -> str:
+    """The node-specific hash it was built with: equal means "built from this LC for this Node"."""
+    return podview.annotations(launcher).get(api.LAUNCHER_CONFIG_HASH_ANNOTATION, "")
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """What a bound launcher records of the instance it serves its requester with."""
+
+    instance_id: str
+    server_port: int
+    vllm_config: Mapping[str, Any]  # the launch body, PUT again if the instance is gone
+    routing: RoutingMetadata
+
+
+class BookkeepingError(ValueError):
+    """A bound launcher's records are missing or garbled; ``str()`` is the requester's status."""
+
+
+def bookkeeping(launcher: Mapping[str, Any]) -> Bookkeeping:
+    """The bound launcher's records; BookkeepingError names the first annotation that is not right."""
+    found = podview.annotations(launcher)
+    missing = next((k for k in api.BOOKKEEPING_ANNOTATIONS if not found.get(k)), None)
+    if missing is not None:
+        raise BookkeepingError(
+            f"bound launcher Pod {json.dumps(podview.name(launcher))} is missing annotation {json.dumps(missing)}"
+        )
+    try:
+        port = int(found[api.SERVER_PORT_ANNOTATION])
+        if not 0 < port < 65536:
+            raise ValueError(port)
+        config = json.loads(found[api.VLLM_CONFIG_ANNOTATION])
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+        routing = RoutingMetadata.parse(found[api.ISC_ROUTING_METADATA_ANNOTATION])
+    except ValueError as e:
+        raise BookkeepingError(
+            f"bound launcher Pod {json.dumps(podview.name(launcher))} has a garbled bookkeeping annotation: {e}"
+        ) from e
+    return Bookkeeping(found[api.INSTANCE_ID_ANNOTATION], port, config, routing)
