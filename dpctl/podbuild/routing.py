@@ -13,7 +13,6 @@ The messages are upstream's, so that users of either controller read the same wo
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -82,10 +81,7 @@ def _q(text: str) -> str:
 def options_problem(options: str) -> str | None:
     """vLLM's options may not set the port: the launch body appends the ISC's (upstream lets a
     second ``--port`` win silently, so the controller would talk to the wrong port)."""
-    try:
-        words = shlex.split(options)
-    except ValueError:
-        words = options.split()
-    if any(w == "--port" or w.startswith("--port=") for w in words):
+    # Split as the launcher splits them: on whitespace, no shell quoting.
+    if any(w == "--port" or w.startswith("--port=") for w in options.split()):
         return "options must not contain --port"
     return None

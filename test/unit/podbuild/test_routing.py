@@ -43,11 +43,11 @@ def test_a_garbled_annotation_is_a_value_error(text: str) -> None:
         RoutingMetadata.parse(text)
 
 
-@pytest.mark.parametrize("options", ["--model m --port 9000", "--port=9000", "--model 'a b' --port 1"])
+@pytest.mark.parametrize("options", ["--model m --port 9000", "--port=9000", "--model m\t--port 1"])
 def test_options_may_not_set_the_port(options: str) -> None:
     assert options_problem(options) == "options must not contain --port"
 
 
-@pytest.mark.parametrize("options", ["", "--model m --port-offset 3", "--model 'unbalanced"])
+@pytest.mark.parametrize("options", ["", "--model m --port-offset 3", "--served-model-name--port"])
 def test_other_options_are_vllm_s_business(options: str) -> None:
     assert options_problem(options) is None
