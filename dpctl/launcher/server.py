@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
 
 from dpctl.launcher.api import API_VERSION, ENDPOINTS, INSTANCES_PATH, SERVICE_NAME, WATCH_PATH, VllmConfig
 from dpctl.launcher.gpus import GpuLookupFailed, UnknownGpu
@@ -54,6 +55,9 @@ async def _json_errors(
         if e.empty_body or e.status < 400:
             raise
         return detail(e.status, e.reason, {k: v for k, v in e.headers.items() if k == "Allow"})
+    except Exception as e:
+        log.exception("Failed to serve %s %s", request.method, request.path)
+        return detail(500, str(e))
 
 
 def _manager(request: web.Request) -> Manager:
@@ -65,12 +69,20 @@ async def _body(request: web.Request) -> VllmConfig:
     try:
         return VllmConfig.model_validate_json(raw)
     except ValidationError as e:
-        raise _Invalid(
-            [
-                {**err, "loc": ["body", *err["loc"]]}
-                for err in e.errors(include_url=False, include_context=False)
-            ]
-        ) from None
+        raise _Invalid(_errors(e, "body")) from None
+
+
+def _errors(e: ValidationError, *where: str) -> list[dict[str, Any]]:
+    """pydantic's errors as FastAPI words them, located in the request ("body", "query")."""
+    return [
+        {
+            "type": err["type"],
+            "loc": [*where, *err["loc"]],
+            "msg": err["msg"],
+            "input": to_jsonable_python(err["input"]),
+        }
+        for err in e.errors(include_url=False, include_context=False)
+    ]
 
 
 def _query(request: web.Request, name: str, adapter: TypeAdapter[Any], default: Any) -> Any:
@@ -80,9 +92,7 @@ def _query(request: web.Request, name: str, adapter: TypeAdapter[Any], default: 
     try:
         return adapter.validate_python(value)
     except ValidationError as e:
-        raise _Invalid(
-            [{**err, "loc": ["query", name]} for err in e.errors(include_url=False, include_context=False)]
-        ) from None
+        raise _Invalid(_errors(e, "query", name)) from None
 
 
 async def health(request: web.Request) -> web.Response:
