@@ -227,7 +227,7 @@ def test_containerfile_user_lines_are_non_root() -> None:
         assert uid.isdigit() and int(uid) != 0, user  # numeric, so runAsNonRoot can verify it
         assert not gid or (gid.isdigit() and int(gid) != 0), user
     all_stages = stages()
-    for target in ("requester", "controller"):
+    for target in ("requester", "launcher", "controller"):
         assert effective(all_stages, target, "user") == "65532:65532", target
 
 
@@ -238,6 +238,11 @@ def test_containerfile_targets() -> None:
     assert set(requester.expose.split()) == {"8080", "8081"}
     assert controller.entrypoint == '["dpctl"]' and controller.cmd == '["controller"]'
     assert controller.expose.split() == ["8002"]
+    launcher = all_stages["launcher"]
+    assert launcher.base == "${VLLM_IMAGE}"
+    assert launcher.entrypoint == '["dpctl"]' and launcher.cmd == '["launcher"]'
+    assert launcher.expose.split() == ["8001"]
+    assert list(all_stages)[-1] == "controller", "the controller stays the default target"
     text = CONTAINERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.MULTILINE)
     assert all_stages["builder"].base == all_stages["base"].base == "${PYTHON_IMAGE}"
