@@ -15,13 +15,14 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from dpctl.api import LISTEN_HOST_ENV, listen_host
 from dpctl.launcher.api import DEFAULT_PORT
 from dpctl.launcher.children import CommandProgram, Program, VllmProgram
-from dpctl.launcher.gpus import DeviceGpus, GpuIndex, MockGpus
+from dpctl.launcher.gpus import ConfigMapGpus, DeviceGpus, GpuIndex, MockGpus, configmap_reader
 from dpctl.launcher.manager import DEFAULT_STOP_GRACE_S, Manager
 from dpctl.launcher.server import make_app
 from dpctl.stub.serving import bind, start_runner, termination_signals
@@ -44,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
-    parser.add_argument("--mock-gpus", action="store_true", help="no GPU hardware: GPUs GPU-0 … GPU-<n-1>")
+    parser.add_argument(
+        "--mock-gpus",
+        action="store_true",
+        help="no GPU hardware: this node's entry of ConfigMap gpu-map when $NODE_NAME and $NAMESPACE are set,"
+        " else GPUs GPU-0 … GPU-<n-1>",
+    )
     parser.add_argument("--mock-gpu-count", type=int, default=8, help="n for --mock-gpus (default 8)")
     parser.add_argument(
         "--instance-command",
@@ -74,8 +80,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as e:
         log.error("%s", e)
         return EXIT_USAGE
-    gpus: GpuIndex = MockGpus(args.mock_gpu_count) if args.mock_gpus else DeviceGpus()
+    gpus = gpu_index(args.mock_gpus, args.mock_gpu_count, os.environ)
     return asyncio.run(_serve(args, program, gpus))
+
+
+def gpu_index(mock: bool, mock_count: int, env: Mapping[str, str]) -> GpuIndex:
+    if not mock:
+        return DeviceGpus(env)
+    node, namespace = env.get("NODE_NAME"), env.get("NAMESPACE")
+    if node and namespace:
+        return ConfigMapGpus(node, MockGpus(mock_count), configmap_reader(namespace))
+    return MockGpus(mock_count)
 
 
 def instance_program(command: str | None) -> Program:

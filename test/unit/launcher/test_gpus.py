@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from dpctl.launcher.gpus import DeviceGpus, GpuLookupFailed, MockGpus, UnknownGpu, cuda_visible_devices
+from dpctl.kube import RawObj
+from dpctl.launcher.gpus import (
+    ConfigMapGpus,
+    DeviceGpus,
+    GpuLookupFailed,
+    MockGpus,
+    UnknownGpu,
+    cuda_visible_devices,
+)
+from dpctl.launcher.main import gpu_index
 
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000000"]
 
@@ -52,3 +62,51 @@ async def test_a_node_whose_gpus_cannot_be_listed_fails_the_lookup_and_retries(t
 
 def test_cuda_visible_devices_joins_the_indices() -> None:
     assert cuda_visible_devices([2, 0]) == "2,0"
+
+
+class Reader:
+    """A gpu-map ConfigMap read: the answer (or the error) it gives, and how often it was asked."""
+
+    def __init__(self, configmap: RawObj | Exception | None) -> None:
+        self.configmap = configmap
+        self.calls = 0
+
+    async def __call__(self) -> RawObj | None:
+        self.calls += 1
+        if isinstance(self.configmap, Exception):
+            raise self.configmap
+        return self.configmap
+
+
+async def test_mock_gpus_come_from_the_nodes_gpu_map_entry_read_once() -> None:
+    read = Reader({"data": {"n1": json.dumps({UUIDS[0]: 1, UUIDS[1]: 0}), "n2": "{}"}})
+    gpus = ConfigMapGpus("n1", MockGpus(2), read)
+    assert await gpus.indices([UUIDS[0]]) == [1]
+    assert await gpus.indices([UUIDS[1], UUIDS[0]]) == [0, 1]
+    with pytest.raises(UnknownGpu):
+        await gpus.indices(["GPU-0"])
+    assert read.calls == 1
+
+
+@pytest.mark.parametrize(
+    "configmap",
+    [None, {"data": {"other": "{}"}}, {"data": {"n1": "not json"}}],
+    ids=["absent", "no entry", "bad entry"],
+)
+async def test_without_a_usable_gpu_map_entry_the_naive_mock_gpus_serve(configmap: RawObj | None) -> None:
+    assert await ConfigMapGpus("n1", MockGpus(2), Reader(configmap)).indices(["GPU-1"]) == [1]
+
+
+async def test_a_gpu_map_that_cannot_be_read_fails_the_request_and_is_read_again() -> None:
+    gpus = ConfigMapGpus("n1", MockGpus(2), Reader(OSError("connection refused")))
+    with pytest.raises(GpuLookupFailed, match="cannot read ConfigMap gpu-map: connection refused"):
+        await gpus.indices(["GPU-1"])
+    gpus._read = Reader({"data": {"n1": json.dumps({UUIDS[0]: 0})}})
+    assert await gpus.indices([UUIDS[0]]) == [0]
+
+
+def test_mock_mode_uses_the_gpu_map_only_with_node_and_namespace() -> None:
+    assert isinstance(gpu_index(True, 3, {"NODE_NAME": "n1", "NAMESPACE": "ns"}), ConfigMapGpus)
+    plain = gpu_index(True, 3, {"NODE_NAME": "n1"})
+    assert isinstance(plain, MockGpus) and list(plain.mapping) == ["GPU-0", "GPU-1", "GPU-2"]
+    assert isinstance(gpu_index(False, 3, {"NODE_NAME": "n1", "NAMESPACE": "ns"}), DeviceGpus)
