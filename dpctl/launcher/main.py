@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import shlex
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -25,6 +24,7 @@ from dpctl.launcher.children import CommandProgram, Program, VllmProgram
 from dpctl.launcher.gpus import ConfigMapGpus, DeviceGpus, GpuIndex, MockGpus, configmap_reader
 from dpctl.launcher.manager import DEFAULT_STOP_GRACE_S, Manager
 from dpctl.launcher.server import make_app
+from dpctl.log import setup_plain
 from dpctl.stub.serving import bind, start_runner, termination_signals
 
 log = logging.getLogger("dpctl.launcher")
@@ -70,11 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_plain(args.log_level.upper())
     try:
         program = instance_program(args.instance_command)
     except (ValueError, ImportError) as e:

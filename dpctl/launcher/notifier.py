@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -26,6 +25,7 @@ import aiohttp
 from dpctl.api import INFERENCE_SERVER_CONTAINER, INSTANCE_SIGNATURE_ANNOTATION
 from dpctl.kube import PODS, Kube, RawObj
 from dpctl.launcher.api import DEFAULT_PORT, INSTANCES_PATH
+from dpctl.log import setup_plain
 
 log = logging.getLogger("dpctl.launcher-notifier")
 
@@ -126,9 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_plain()
     missing = [name for name in ("POD_NAME", "NAMESPACE") if not os.environ.get(name)]
     if missing:
         log.error("missing required environment variable %s", " and ".join(missing))

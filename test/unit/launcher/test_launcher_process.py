@@ -466,14 +466,7 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(t
     try:
         instance_id = new_id()
         launcher.put(instance_id, "")
-        line = wait_for(
-            lambda: next(
-                (ln for ln in launcher.log_text(instance_id).splitlines() if ln.startswith("pids")), None
-            ),
-            START_DEADLINE_S,
-            "the child to report its pids",
-        )
-        pids = [int(p) for p in line.split()[1:]]
+        pids = stubborn_pids(launcher, instance_id)
         reply = launcher.call("DELETE", f"/v2/vllm/instances/{instance_id}")
         assert reply.status == 200
         assert reply.json()["status"] == "stopped"
@@ -481,6 +474,18 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(t
         assert "still running 1 s after SIGTERM; killing its group" in launcher.out.read_text()
     finally:
         stop_launcher(launcher)
+
+
+def stubborn_pids(launcher: Launcher, instance_id: str) -> list[int]:
+    """The pids the STUBBORN child logs once it ignores SIGTERM: its own and its grandchild's."""
+    line = wait_for(
+        lambda: next(
+            (ln for ln in launcher.log_text(instance_id).splitlines() if ln.startswith("pids")), None
+        ),
+        START_DEADLINE_S,
+        "the child to report its pids",
+    )
+    return [int(p) for p in line.split()[1:]]
 
 
 def gone(pid: int) -> bool:
@@ -500,12 +505,6 @@ def test_sigterm_stops_every_instance_and_exits_0(tmp_path: Path) -> None:
     launcher = start_launcher(tmp_path, STUBBORN)
     instance_id = new_id()
     launcher.put(instance_id, "")
-    line = wait_for(
-        lambda: next(
-            (ln for ln in launcher.log_text(instance_id).splitlines() if ln.startswith("pids")), None
-        ),
-        START_DEADLINE_S,
-        "the child to report its pids",
-    )
+    pids = stubborn_pids(launcher, instance_id)
     assert stop_launcher(launcher) == 0
-    assert all(gone(int(p)) for p in line.split()[1:])
+    assert all(gone(p) for p in pids)
