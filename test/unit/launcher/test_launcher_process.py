@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,9 +23,11 @@ from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from dpctl.launcher.main import add_arguments
+from dpctl.launcher.notifier import HttpLauncher, signature
 from helpers import wait_for
 
 EMULATOR = f"{sys.executable} -m dpctl vllm-emulator serve"
@@ -160,6 +163,16 @@ def new_id() -> str:
 
 def emulator_options(port: int) -> str:
     return f"Qwen/Qwen3-0.6B --port {port} --enable-sleep-mode"
+
+
+async def test_the_notifier_reads_the_launchers_list_over_http(emulated: Launcher) -> None:
+    instance_id = new_id()
+    emulated.put(instance_id, emulator_options(free_port()))
+    async with aiohttp.ClientSession() as session:
+        listing = await HttpLauncher(session, emulated.url + "/").instances()
+    assert [instance_id, "running"] in [[i["instance_id"], i["status"]] for i in listing["instances"]]
+    assert signature(listing) == signature(emulated.call("GET", "/v2/vllm/instances").json())
+    emulated.call("DELETE", f"/v2/vllm/instances/{instance_id}")
 
 
 def test_health_and_index(emulated: Launcher) -> None:
@@ -467,9 +480,16 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(t
         instance_id = new_id()
         launcher.put(instance_id, "")
         pids = stubborn_pids(launcher, instance_id)
-        reply = launcher.call("DELETE", f"/v2/vllm/instances/{instance_id}")
-        assert reply.status == 200
-        assert reply.json()["status"] == "stopped"
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(
+                pool.map(lambda _: launcher.call("DELETE", f"/v2/vllm/instances/{instance_id}"), range(2))
+            )
+        assert time.monotonic() - started >= GRACE_S
+        # Two DELETEs of one id share the one stop and its answer.
+        assert [r.status for r in replies] == [200, 200]
+        assert replies[0].json() == replies[1].json()
+        assert replies[0].json()["status"] == "stopped"
         wait_for(lambda: all(gone(p) for p in pids), 5, f"processes {pids} to end")
         assert "still running 1 s after SIGTERM; killing its group" in launcher.out.read_text()
     finally:
