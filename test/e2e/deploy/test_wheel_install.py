@@ -165,6 +165,20 @@ def test_controller_without_a_namespace_exits_2_with_a_clear_message(installed: 
     assert "POD_NAMESPACE" in result.stderr, result.stderr
 
 
+def test_launcher_and_notifier_entrypoints_are_in_the_wheel(installed: Installed) -> None:
+    result = installed.run("launcher", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--port", "--mock-gpus", "--mock-gpu-count", "--instance-command", "--stop-grace-seconds"):
+        assert flag in result.stdout
+    # Without vLLM (not in the wheel's dependencies) and no instance command, it says what to give.
+    result = installed.run("launcher")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--instance-command" in result.stderr
+    result = installed.run("launcher-notifier")
+    assert result.returncode == 2
+    assert "POD_NAME" in result.stderr
+
+
 # --- what the Containerfile declares --------------------------------------------------------------
 
 
