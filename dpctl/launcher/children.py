@@ -108,6 +108,11 @@ class VllmProgram:
         code = 1
         try:
             os.setpgrp()
+            # The launcher's signal handling came with the fork: its handlers only poke the
+            # launcher's event loop, which this process does not run, so SIGTERM would be lost.
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             _close_inherited_sockets()
