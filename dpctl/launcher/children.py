@@ -100,7 +100,7 @@ class VllmProgram:
 
     def start(self, argv: Sequence[str], env: Mapping[str, str], log_fd: int) -> Child:
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns
+        if pid == 0:  # the child: never returns
             self._child(argv, env, log_fd)
         return _ForkedChild(pid)
 
