@@ -117,6 +117,15 @@ build-requester: check-engine ## build $(CONTAINER_IMG_REG)/requester:latest (TA
 push-requester: check-engine ## push $(CONTAINER_IMG_REG)/requester:latest
 	$(ENGINE) push $(REQUESTER_IMG)
 
+LAUNCHER_IMG := $(CONTAINER_IMG_REG)/launcher:$(IMG_TAG)
+# VLLM_IMAGE=...: another vLLM base for the launcher image than the Containerfile's.
+VLLM_IMAGE ?=
+LAUNCHER_BUILD_ARGS := $(BUILD_ARGS) $(if $(VLLM_IMAGE),--build-arg VLLM_IMAGE=$(VLLM_IMAGE),)
+
+.PHONY: build-launcher
+build-launcher: check-engine ## build $(CONTAINER_IMG_REG)/launcher:$(IMG_TAG) (vLLM's image + dpctl launcher; VLLM_IMAGE=... for another base)
+	$(ENGINE) build $(PLATFORM) $(LAUNCHER_BUILD_ARGS) -f Containerfile --target launcher -t $(LAUNCHER_IMG) .
+
 .PHONY: build-controller
 build-controller: check-engine ## build and push $(CONTAINER_IMG_REG)/dual-pods-controller:$(IMG_TAG); prints the reference last
 	$(ENGINE) build $(PLATFORM) $(BUILD_ARGS) -f Containerfile --target controller -t $(CONTROLLER_IMG) .

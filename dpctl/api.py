@@ -71,6 +71,10 @@ REQUESTER_FINALIZER: Final = "dual-pods.llm-d.ai/requester"
 DUAL_LABEL: Final = "dual-pods.llm-d.ai/dual"
 SLEEPING_LABEL: Final = "dual-pods.llm-d.ai/sleeping"
 
+# Set by the launcher Pod's notifier sidecar: a hash of its instances and their status, so that a
+# change of the launcher's instances is a Pod event for the controllers (contract §3.3).
+INSTANCE_SIGNATURE_ANNOTATION: Final = "dual-pods.llm-d.ai/vllm-instance-signature"
+
 GPU_MAP_NAME: Final = "gpu-map"
 INFERENCE_SERVER_CONTAINER: Final = "inference-server"
 FIELD_MANAGER: Final = "dual-pods-controller"

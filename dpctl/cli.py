@@ -44,6 +44,12 @@ SUBCOMMANDS: Final[dict[str, Command]] = {
     "requester": Command("dpctl.stub.main", "run the requester stub (the server-requesting Pod's container)"),
     "render-runner": Command("dpctl.podbuild.render_cmd", "print the runner Pod the controller would create"),
     "status": Command("dpctl.status.cmd", "show GPUs, requesters, runners and sleepers of a namespace"),
+    "launcher": Command(
+        "dpctl.launcher.main", "run the launcher: start, list and stop vLLM instances over HTTP"
+    ),
+    "launcher-notifier": Command(
+        "dpctl.launcher.notifier", "run the launcher Pod's sidecar that publishes instance changes on the Pod"
+    ),
 }
 
 

@@ -123,3 +123,11 @@ def setup(verbosity: int = 2, fmt: LogFormat = "text", stream: Any = None) -> No
     # Library chatter stays out unless tracing.
     for noisy in ("aiohttp.access", "kubernetes_asyncio", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbosity < 6 else logging.DEBUG)
+
+
+def setup_plain(level: int | str = logging.INFO) -> None:
+    """Plain text lines on stderr, for the small processes in a Pod (stub, launcher, notifier),
+    whose readers expect upstream's unadorned format rather than key-values."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

@@ -234,10 +234,14 @@ class FirstSuccess:
         raise DiscoveryError(reason)
 
 
-def default_discovery(env: Mapping[str, str] = os.environ) -> FirstSuccess:
+def device_sources(env: Mapping[str, str] = os.environ) -> list[tuple[str, GpuDiscovery]]:
+    """The sources that list GPUs in index order (NVML's enumeration, nvidia-smi's rows)."""
     sources: list[tuple[str, GpuDiscovery]] = []
     if not env.get(SIM_NODE_ENV):
         sources.append(("NVML", NvmlDiscovery()))
     sources.append(("nvidia-smi", NvidiaSmiDiscovery(env)))
-    sources.append((NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env)))
-    return FirstSuccess(sources)
+    return sources
+
+
+def default_discovery(env: Mapping[str, str] = os.environ) -> FirstSuccess:
+    return FirstSuccess([*device_sources(env), (NVIDIA_VISIBLE_DEVICES_ENV, VisibleDevicesDiscovery(env))])

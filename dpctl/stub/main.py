@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Final
 
 from dpctl.api import DEFAULT_PROBES_PORT, DEFAULT_SPI_PORT, PROBES_PORT_ENV, SPI_PORT_ENV, listen_host
 from dpctl.faults import Faults
+from dpctl.log import setup_plain
 from dpctl.stub.discovery import default_discovery
 from dpctl.stub.server import BindError, StubServer, StubState
 from dpctl.stub.serving import termination_signals
@@ -36,9 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_plain()
     try:
         probes_port, spi_port = stub_ports(os.environ)
     except ValueError as e:

@@ -165,6 +165,20 @@ def test_controller_without_a_namespace_exits_2_with_a_clear_message(installed: 
     assert "POD_NAMESPACE" in result.stderr, result.stderr
 
 
+def test_launcher_and_notifier_entrypoints_are_in_the_wheel(installed: Installed) -> None:
+    result = installed.run("launcher", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--port", "--mock-gpus", "--mock-gpu-count", "--instance-command", "--stop-grace-seconds"):
+        assert flag in result.stdout
+    # Without vLLM (not in the wheel's dependencies) and no instance command, it says what to give.
+    result = installed.run("launcher")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--instance-command" in result.stderr
+    result = installed.run("launcher-notifier")
+    assert result.returncode == 2
+    assert "POD_NAME" in result.stderr
+
+
 # --- what the Containerfile declares --------------------------------------------------------------
 
 
@@ -227,7 +241,7 @@ def test_containerfile_user_lines_are_non_root() -> None:
         assert uid.isdigit() and int(uid) != 0, user  # numeric, so runAsNonRoot can verify it
         assert not gid or (gid.isdigit() and int(gid) != 0), user
     all_stages = stages()
-    for target in ("requester", "controller"):
+    for target in ("requester", "launcher", "controller"):
         assert effective(all_stages, target, "user") == "65532:65532", target
 
 
@@ -238,6 +252,11 @@ def test_containerfile_targets() -> None:
     assert set(requester.expose.split()) == {"8080", "8081"}
     assert controller.entrypoint == '["dpctl"]' and controller.cmd == '["controller"]'
     assert controller.expose.split() == ["8002"]
+    launcher = all_stages["launcher"]
+    assert launcher.base == "${VLLM_IMAGE}"
+    assert launcher.entrypoint == '["dpctl"]' and launcher.cmd == '["launcher"]'
+    assert launcher.expose.split() == ["8001"]
+    assert list(all_stages)[-1] == "controller", "the controller stays the default target"
     text = CONTAINERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.MULTILINE)
     assert all_stages["builder"].base == all_stages["base"].base == "${PYTHON_IMAGE}"
