@@ -71,10 +71,6 @@ REQUESTER_FINALIZER: Final = "dual-pods.llm-d.ai/requester"
 DUAL_LABEL: Final = "dual-pods.llm-d.ai/dual"
 SLEEPING_LABEL: Final = "dual-pods.llm-d.ai/sleeping"
 
-# Set by the launcher Pod's notifier sidecar: a hash of its instances and their status, so that a
-# change of the launcher's instances is a Pod event for the controllers (contract §3.3).
-INSTANCE_SIGNATURE_ANNOTATION: Final = "dual-pods.llm-d.ai/vllm-instance-signature"
-
 GPU_MAP_NAME: Final = "gpu-map"
 INFERENCE_SERVER_CONTAINER: Final = "inference-server"
 FIELD_MANAGER: Final = "dual-pods-controller"
@@ -124,7 +120,8 @@ BOOKKEEPING_ANNOTATIONS: Final = (
     VLLM_CONFIG_ANNOTATION,
     ISC_ROUTING_METADATA_ANNOTATION,
 )
-# Set by the notifier sidecar: a digest of the launcher's instances, so a change is a Pod event.
+# Set by the launcher Pod's notifier sidecar: a hash of its instances and their status, so that a
+# change of the launcher's instances is a Pod event for the controllers (contract §3.3).
 INSTANCE_SIGNATURE_ANNOTATION: Final = "dual-pods.llm-d.ai/vllm-instance-signature"
 # Set by the populator on a launcher it gave up on.
 LAUNCHER_STUCK_LABEL: Final = "dual-pods.llm-d.ai/launcher-stuck"

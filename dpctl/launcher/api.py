@@ -11,7 +11,9 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-DEFAULT_PORT: Final = 8001
+from dpctl.api import LAUNCHER_PORT
+
+DEFAULT_PORT: Final = LAUNCHER_PORT
 SERVICE_NAME: Final = "Multi-Instance vLLM Management API"
 API_VERSION: Final = "2.0"
 INSTANCES_PATH: Final = "/v2/vllm/instances"

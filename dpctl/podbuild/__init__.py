@@ -13,8 +13,8 @@ The controller needs only what is re-exported here; the modules are:
 - `hashing`: the canonical nominal hash;
 - `render_cmd`: the `dpctl render-runner` subcommand (the only module doing I/O).
 
-This package imports nothing from dpctl except `dpctl.api`, the types of `dpctl.fma.v1alpha1`
-and Kubernetes' name rules (`dpctl.kube.names`).
+This package imports nothing from dpctl except `dpctl.api`, the types of `dpctl.fma.v1alpha1`,
+the launcher's wire names (`dpctl.launcher.api`) and Kubernetes' name rules (`dpctl.kube.names`).
 """
 
 from dpctl.podbuild.nominal import BuildError, Runner, build_runner, fallback_runner_name, runner_name

@@ -47,10 +47,10 @@ from dpctl.api import (
     SLEEPING_LABEL,
 )
 from dpctl.fma.v1alpha1 import API_VERSION, LAUNCHER_CONFIG, ModelServerConfig
+from dpctl.launcher.api import INSTANCES_PATH
 from dpctl.podbuild.hashing import canonical_json
 from dpctl.podbuild.nominal import BuildError, deindividualised_spec
 
-INSTANCES_PATH: Final = "/v2/vllm/instances"
 # What every launcher's inference-server container needs, whatever the LauncherConfig says: the
 # launcher's code on the path, all GPUs visible (the launcher narrows each instance to its own),
 # and vLLM's development endpoints, where /sleep and /wake_up live.
