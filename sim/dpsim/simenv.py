@@ -25,6 +25,8 @@ from dpctl.gpuenv import NVIDIA_VISIBLE_DEVICES_ENV, SIM_NODE_ENV
 STATE_DIR_ENV: Final = "DPCTL_SIM_STATE"
 POD_ENV: Final = "DPCTL_SIM_POD"
 POD_UID_ENV: Final = "DPCTL_SIM_POD_UID"
+# The container a process belongs to, inherited by all it starts: the runtime's "cgroup".
+CONTAINER_ENV: Final = "DPCTL_SIM_CONTAINER"
 PATH_ENV: Final = "PATH"
 
 # Read by CUDA, hence by vLLM and its emulator; set by the controller on the runner.

@@ -8,6 +8,11 @@ for each (this file is that table; add a rule to support another image):
   ``python -m vllm.entrypoints.openai.api_server ...``, or args only, the image's entrypoint
   being ``vllm serve``): the vLLM emulator, ``dpctl vllm-emulator serve <same arguments>``;
 - ``*/dual-pods-controller``: dpctl itself, ``dpctl <command and args without a leading dpctl>``;
+- ``*/launcher`` (upstream's launcher image, or dpctl's): ``dpctl launcher`` whatever the command
+  (``uvicorn launcher:app --port 8001``, ``python3 launcher.py ...``), keeping its ``--port`` and
+  ``--log-level``, with vLLM emulator instances; a command naming ``launcher_pod_notifier.py`` is
+  the notifier sidecar, ``dpctl launcher-notifier``. The simulated node has GPUs (the
+  ``nvidia-smi`` shim), so ``--mock-gpus``, meant for clusters without any, is dropped;
 - CUDA base images (``nvcr.io/nvidia/cuda*``, ``nvidia/cuda``) and small utility images
   (busybox, ubuntu, debian, alpine): the pod's own command, if its program is on
   :data:`COMMAND_ALLOWLIST`.
@@ -25,11 +30,15 @@ the NVIDIA container runtime's default ``NVIDIA_VISIBLE_DEVICES``: ``all`` for C
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from dpctl.launcher.notifier import BASE_URL_ENV
 
 # Programs a utility image may run on the host; `nvidia-smi` resolves to the shim on PATH.
 COMMAND_ALLOWLIST: Final = frozenset({"nvidia-smi", "sh", "bash", "echo", "sleep", "cat", "true", "env"})
@@ -37,6 +46,10 @@ COMMAND_ALLOWLIST: Final = frozenset({"nvidia-smi", "sh", "bash", "echo", "sleep
 _DOCKER_HUB: Final = "docker.io"
 _VLLM_API_SERVER: Final = "vllm.entrypoints.openai.api_server"
 _UTILITY_REPOS: Final = ("library/busybox", "library/ubuntu", "library/debian", "library/alpine")
+_NOTIFIER_SCRIPT: Final = "launcher_pod_notifier.py"
+# The launcher flags that mean the same to dpctl's launcher; the rest (uvicorn's, --host: the
+# launcher binds the Pod's address by itself) do not apply.
+_LAUNCHER_FLAGS: Final = frozenset({"--port", "--log-level"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,9 @@ class Program:
     argv: tuple[str, ...]
     # NVIDIA_VISIBLE_DEVICES the image sets by default ("all" for CUDA images), None for none.
     default_visible_devices: str | None = None
+    # Variables holding a URL whose loopback host means "this Pod": simulated containers share
+    # the host's network, so the kubelet points them at the Pod's own address instead.
+    loopback_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,21 @@ def _controller(_: ImageRef, command: Sequence[str], args: Sequence[str], python
     return Program("dpctl", (python, "-m", "dpctl", *words))
 
 
+def _launcher(_: ImageRef, command: Sequence[str], args: Sequence[str], python: str) -> Program:
+    words = [*command, *args]
+    if any(os.path.basename(w) == _NOTIFIER_SCRIPT for w in words):
+        return Program(
+            "launcher-notifier", (python, "-m", "dpctl", "launcher-notifier"), loopback_env=(BASE_URL_ENV,)
+        )
+    kept: list[str] = []
+    for i, word in enumerate(words):
+        flag, eq, _ = word.partition("=")
+        if flag in _LAUNCHER_FLAGS:
+            kept += [word] if eq else [word, *words[i + 1 : i + 2]]
+    emulator = shlex.join([python, "-m", "dpctl", "vllm-emulator", "serve"])
+    return Program("launcher", (python, "-m", "dpctl", "launcher", *kept, "--instance-command", emulator))
+
+
 def _utility(ref: ImageRef, command: Sequence[str], args: Sequence[str], _: str) -> Program | CommandRefused:
     words = [*command, *args] if command else ["sh", *args]
     program = os.path.basename(words[0])
@@ -168,6 +199,7 @@ RULES: Final[tuple[_Rule, ...]] = (
     _Rule("requester", lambda r: r.repo_is("requester"), _requester),
     _Rule("vllm", lambda r: r.repo_is("vllm/vllm-openai"), _vllm, default_visible_devices="all"),
     _Rule("controller", lambda r: r.repo_is("dual-pods-controller"), _controller),
+    _Rule("launcher", lambda r: r.repo_is("launcher"), _launcher, default_visible_devices="all"),
     _Rule("cuda", _is_cuda, _utility, default_visible_devices="all"),
     _Rule("utility", lambda r: r.repository in _UTILITY_REPOS, _utility),
 )
@@ -180,11 +212,11 @@ def resolve(image: str, command: Sequence[str], args: Sequence[str], python: str
         if rule.matches(ref):
             built = rule.build(ref, command, args, python)
             if isinstance(built, Program) and rule.default_visible_devices is not None:
-                return Program(built.kind, built.argv, rule.default_visible_devices)
+                return dataclasses.replace(built, default_visible_devices=rule.default_visible_devices)
             return built
     return ImageUnavailable(
         f'Failed to pull image "{image}": the simulated kubelet has no program for image'
-        f" {ref.name} (it runs the requester, vLLM, dual-pods-controller, CUDA and small utility"
+        f" {ref.name} (it runs the requester, vLLM, dual-pods-controller, launcher, CUDA and small utility"
         " images only)"
     )
 

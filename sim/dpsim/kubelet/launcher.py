@@ -326,6 +326,9 @@ class Launcher:
             contract["KUBECONFIG"] = str(rec.kubeconfig)
         defaults = {"HOME": str(home), "TMPDIR": str(tmp)}
         full = process_env(self._s.base_env, env, contract, defaults)
+        for name in program.loopback_env:
+            if name in full:
+                full[name] = own_address(full[name], rec.pod_ip or rec.host_ip)
         instance = r.restart_count + 1 if r.ever_ran else 0
         log = rotate(rec.dir / "logs" / r.name, instance)
         return Launch(_new_container_id(), program.argv, full, home, log)
@@ -368,6 +371,15 @@ class Launcher:
         self._events.emit(pod, WARNING, "Failed", message)
         self._events.emit(pod, WARNING, "Failed", f"Error: {ctr.ERR_IMAGE_PULL}")
         return min(delay, self._s.pull_error_shown)
+
+
+def own_address(url: str, pod_ip: str) -> str:
+    """``url`` with a loopback host replaced by the Pod's address (see `images.Program`)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return url
+    netloc = f"{pod_ip}:{parts.port}" if parts.port else pod_ip
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _go_duration(seconds: float) -> str:

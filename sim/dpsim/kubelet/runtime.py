@@ -5,7 +5,10 @@
 of pods in-process instead of processes. :class:`ProcessRuntime` runs each instance as a local process:
 
 - its own process group, so stopping it reaches everything it started, and when its main process
-  exits the rest of the group is killed, as a container's PID namespace would be;
+  exits the rest of the group is killed, as a container's PID namespace would be; processes that
+  left the group (a launcher's vLLM instances have groups of their own) are found by the
+  :data:`CONTAINER_ENV` every process of the container inherits, and killed with it, as the
+  runtime kills a container's whole cgroup;
 - ``PR_SET_PDEATHSIG=SIGKILL``, so nothing outlives the kubelet, even a SIGKILLed one;
 - stdin from /dev/null; stdout and stderr pumped into the CRI-format log file by the event loop
   (one entry per write, timestamped on arrival);
@@ -28,6 +31,7 @@ from typing import Protocol
 
 from dpsim.kubelet.logfiles import CriLogWriter
 from dpsim.localcluster.procs import _preexec
+from dpsim.simenv import CONTAINER_ENV
 
 _READ_CHUNK = 64 * 1024
 # How long output still in the pipes may take to reach the log once the process has exited.
@@ -205,6 +209,7 @@ class _ProcessHandle:
             # The container is its main process: whatever it left behind goes with it. That also
             # closes the pipes it held, which Process.wait() waits for.
             self._signal(signal.SIGKILL)
+            await asyncio.to_thread(kill_marked, CONTAINER_ENV, self._id)
             returncode = await self._proc.wait()
             _, pending = await asyncio.wait(pumps, timeout=_DRAIN_TIMEOUT_S)
             for p in pending:
@@ -257,9 +262,15 @@ def reap_orphans(state_dir: Path, marker: str = "DPCTL_SIM_STATE") -> list[int]:
     PR_SET_PDEATHSIG reaches a container's main process only; something it started in the
     background outlives a SIGKILLed kubelet. Every container process, and whatever it starts,
     inherits ``DPCTL_SIM_STATE=<state dir>``, which identifies it beyond doubt (unlike a pid or
-    process group id, which the kernel reuses). Reads /proc; only our own processes are readable.
+    process group id, which the kernel reuses).
     """
-    wanted = f"{marker}={state_dir}".encode()
+    return kill_marked(marker, str(state_dir))
+
+
+def kill_marked(marker: str, value: str) -> list[int]:
+    """SIGKILL every process whose environment has ``marker=value``; returns their pids. Reads
+    /proc; only our own processes are readable."""
+    wanted = f"{marker}={value}".encode()
     killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -301,7 +312,7 @@ class ProcessRuntime:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=launch.cwd,
-                env=dict(launch.env),
+                env={**launch.env, CONTAINER_ENV: launch.container_id},
                 process_group=0,
                 preexec_fn=_preexec(os.getpid()),
             )

@@ -6,6 +6,7 @@ import pytest
 
 from dpsim.kubelet import images
 from dpsim.kubelet.images import CommandRefused, ImageUnavailable, Program, parse_image, resolve
+from dpsim.kubelet.launcher import own_address
 
 PY = "/venv/bin/python"
 
@@ -76,6 +77,39 @@ def test_controller_image_runs_dpctl_without_the_leading_word() -> None:
     assert default.argv == (PY, "-m", "dpctl", "controller", "--x")
 
 
+LAUNCHER = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation/launcher:v0.1.0"
+EMULATOR = f"{PY} -m dpctl vllm-emulator serve"
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "kept"),
+    [
+        (["uvicorn", "launcher:app", "--host", "0.0.0.0", "--port", "8001"], [], ["--port", "8001"]),
+        (
+            ["python3", "launcher.py"],
+            ["--mock-gpus", "--mock-gpu-count=2", "--log-level=debug"],
+            ["--log-level=debug"],
+        ),
+        ([], [], []),
+    ],
+)
+def test_a_launcher_image_runs_dpctl_launcher_with_emulator_instances_whatever_its_command(
+    command: list[str], args: list[str], kept: list[str]
+) -> None:
+    got = resolve(LAUNCHER, command, args, PY)
+    assert got == Program(
+        "launcher",
+        (PY, "-m", "dpctl", "launcher", *kept, "--instance-command", EMULATOR),
+        default_visible_devices="all",
+    )
+
+
+def test_the_launcher_image_s_notifier_command_is_the_sidecar_pointed_at_its_own_pod() -> None:
+    got = resolve(LAUNCHER, ["python3", "/app/launcher_pod_notifier.py"], [], PY)
+    assert isinstance(got, Program) and got.argv == (PY, "-m", "dpctl", "launcher-notifier")
+    assert got.loopback_env == ("LAUNCHER_BASE_URL",)
+
+
 def test_cuda_image_runs_allowlisted_commands_by_name_with_all_gpus() -> None:
     got = resolve(
         "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04",
@@ -110,3 +144,15 @@ def test_image_id_is_stable_and_digest_shaped() -> None:
     assert a == images.image_id("busybox")
     assert a.startswith("docker.io/library/busybox@sha256:")
     assert images.image_id("x.io/a/b@sha256:1234") == "x.io/a/b@sha256:1234"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8001", "http://127.64.0.9:8001"),
+        ("http://localhost:8001/x", "http://127.64.0.9:8001/x"),
+        ("http://launcher.example:8001", "http://launcher.example:8001"),
+    ],
+)
+def test_a_loopback_url_means_the_pod_s_own_address(url: str, expected: str) -> None:
+    assert own_address(url, "127.64.0.9") == expected

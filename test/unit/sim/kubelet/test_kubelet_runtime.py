@@ -61,6 +61,18 @@ async def test_whatever_the_main_process_leaves_behind_is_killed(tmp_path: Path)
     await async_wait_for(lambda: not alive(bg), 5, "the background process to be killed")
 
 
+async def test_a_process_that_left_the_container_s_group_is_killed_with_it(tmp_path: Path) -> None:
+    # As a launcher's vLLM instances do: `setsid` puts the child in a session and group of its own.
+    rt = ProcessRuntime()
+    # Its own output elsewhere, so it does not hold the container's pipes open.
+    script = f"setsid sh -c 'echo $$ > {tmp_path}/escaped; exec sleep 30' >/dev/null 2>&1 & wait"
+    handle = await rt.start(launch(tmp_path, "sh", "-c", script), lambda _: None)
+    escaped = int(wait_for(lambda: (tmp_path / "escaped").read_text().strip(), 10, "the escaped pid"))
+    assert os.getsid(escaped) == escaped and alive(escaped)  # out of the container's group
+    await handle.stop(0.3)
+    await async_wait_for(lambda: not alive(escaped), 5, "the escaped process to die with its container")
+
+
 async def test_a_missing_program_is_a_start_error(tmp_path: Path) -> None:
     rt = ProcessRuntime()
     with pytest.raises(StartFailed, match='exec: "no-such-program-x": executable file not found in \\$PATH'):
