@@ -171,7 +171,7 @@ def _launcher(_: ImageRef, command: Sequence[str], args: Sequence[str], python: 
         )
     kept: list[str] = []
     for i, word in enumerate(words):
-        flag, eq, _ = word.partition("=")
+        flag, eq, _value = word.partition("=")
         if flag in _LAUNCHER_FLAGS:
             kept += [word] if eq else [word, *words[i + 1 : i + 2]]
     emulator = shlex.join([python, "-m", "dpctl", "vllm-emulator", "serve"])
