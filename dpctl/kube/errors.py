@@ -7,9 +7,8 @@ failures are worth sending again unchanged. Knows nothing about how calls are se
 
 from __future__ import annotations
 
-import json
-
 import aiohttp
+import orjson
 
 
 class ApiError(Exception):
@@ -67,7 +66,7 @@ class ApiError(Exception):
     def from_body(cls, status: int, body: bytes, verb: str, path: str) -> ApiError:
         reason, message = "", body.decode("utf-8", "replace")[:2000]
         try:
-            doc = json.loads(body)
+            doc = orjson.loads(body)
         except ValueError:
             doc = None
         if isinstance(doc, dict):

@@ -104,7 +104,7 @@ class Transport:
         path: str,
         *,
         query: Sequence[tuple[str, str]],
-        body: str | None,
+        body: bytes | None,
         content_type: str,
         timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:

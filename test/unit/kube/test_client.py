@@ -97,6 +97,6 @@ async def test_calls_carry_credentials_query_and_json_body(tmp_path: Path) -> No
         "application/strategic-merge-patch+json",
         "dpctl",
     )
-    assert patch[5] == b'{"metadata": {"labels": {"a": "b"}}}'
-    assert delete[0] == "DELETE" and b'"preconditions": {"uid": "u1"}' in delete[5]
+    assert patch[5] == b'{"metadata":{"labels":{"a":"b"}}}'
+    assert delete[0] == "DELETE" and b'"preconditions":{"uid":"u1"}' in delete[5]
     assert calls == [("patch", "pods", 200), ("delete", "pods", 409)]
