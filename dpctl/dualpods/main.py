@@ -187,9 +187,20 @@ async def _main(cfg: ControllerConfig) -> int:
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
     )
     requesters = RequesterClient(http)
-    relay = (
-        LogRelay(kube, requesters, dual_metrics, RelaySettings(bytes_per_s=cfg.log_relay_bytes_per_s))
+    # The relays' log streams get a connection pool of their own, without a limit: each holds its
+    # connection for as long as its runner serves (HTTP/1.1 has one stream per connection), and
+    # in the shared pool 64 of them left no connection for any other call, so every reconcile
+    # timed out (the benchmark's cold burst stalled at 64 bound runners).
+    streams = (
+        await Kube.connect(
+            cfg.kubeconfig, cfg.context, observer=metrics.observe_api, pool_size=0, limiter=kube.limiter
+        )
         if cfg.log_relay
+        else None
+    )
+    relay = (
+        LogRelay(streams, requesters, dual_metrics, RelaySettings(bytes_per_s=cfg.log_relay_bytes_per_s))
+        if streams is not None
         else None
     )
     ports = kube_ports(
@@ -244,6 +255,8 @@ async def _main(cfg: ControllerConfig) -> int:
         await asyncio.gather(*background, return_exceptions=True)
         if relay is not None:
             await relay.close()
+        if streams is not None:
+            await streams.close()
         await health.stop()
         await http.close()
         await kube.close()
