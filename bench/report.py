@@ -116,6 +116,17 @@ def writes(calls: Mapping[str, float], resources: Iterable[str] | None = None) -
     return total
 
 
+def conflicts(calls: Mapping[str, float]) -> float:
+    """Writes that lost a race: 409 (a precondition, a name taken) and 422 (a JSON patch whose
+    ``test`` failed; no write of the benchmark is invalid otherwise)."""
+    total = 0.0
+    for key, value in calls.items():
+        verb, _resource, code = [*key.split("/"), "", ""][:3]
+        if verb in WRITE_VERBS and code in ("409", "422"):
+            total += value
+    return total
+
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

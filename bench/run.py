@@ -587,6 +587,7 @@ class Bench:
             report.histogram(metrics, "workqueue_queue_duration_seconds", {"name": "dualpods"}), 1000
         )
         peak_rss = max(memory.get("VmHWM", 0.0), restart["peak_rss_mb"])
+        lost = sum(report.conflicts(p.calls) for p in self.phases)
         summary = {
             "requesters": args.requesters,
             "nodes": args.nodes,
@@ -600,6 +601,17 @@ class Bench:
             },
             "api_writes_per_actuation": {"cold": per(cold), "hot": per(hot)},
             "api_pod_writes_per_actuation": {"cold": per(cold, ["pods"]), "hot": per(hot, ["pods"])},
+            "api_conflicts": {
+                "total": int(lost),
+                "per_actuation": round(lost / actuations, 3) if actuations else None,
+            },
+            # Calls that waited for the controller's token bucket, and for how long in all.
+            "api_rate_limit_waits": {
+                "calls": int(sum(v for _, v in metrics.get("dpctl_api_rate_limit_wait_seconds_count", []))),
+                "seconds": round(
+                    sum(v for _, v in metrics.get("dpctl_api_rate_limit_wait_seconds_sum", [])), 3
+                ),
+            },
             "cpu_ms_per_actuation": round(1000 * cpu / actuations, 2) if actuations else None,
             "peak_rss_mb": round(peak_rss, 1),
             "sync_s_10k": restart["start_to_synced_s"],
