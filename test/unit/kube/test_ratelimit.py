@@ -5,30 +5,23 @@ from __future__ import annotations
 import pytest
 
 from dpctl.kube.ratelimit import TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from helpers import ManualClock
 
 
 def test_a_burst_up_to_the_burst_size_never_waits() -> None:
-    bucket = TokenBucket(qps=10, burst=5, clock=Clock())
+    bucket = TokenBucket(qps=10, burst=5, clock=ManualClock())
     assert [bucket.reserve() for _ in range(5)] == [0.0] * 5
 
 
 def test_past_the_burst_each_request_queues_one_token_behind_the_last() -> None:
-    bucket = TokenBucket(qps=10, burst=2, clock=Clock())
+    bucket = TokenBucket(qps=10, burst=2, clock=ManualClock())
     delays = [bucket.reserve() for _ in range(5)]
     assert delays[:2] == [0.0, 0.0]
     assert delays[2:] == pytest.approx([0.1, 0.2, 0.3])
 
 
 def test_tokens_refill_at_qps_and_never_beyond_the_burst() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = TokenBucket(qps=4, burst=3, clock=clock)
     for _ in range(3):
         bucket.reserve()
@@ -41,7 +34,7 @@ def test_tokens_refill_at_qps_and_never_beyond_the_burst() -> None:
 
 
 def test_a_debt_is_paid_off_by_elapsed_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     bucket = TokenBucket(qps=4, burst=1, clock=clock)
     bucket.reserve()
     assert bucket.reserve() == pytest.approx(0.25)
@@ -51,7 +44,7 @@ def test_a_debt_is_paid_off_by_elapsed_time() -> None:
 
 async def test_a_wait_is_reported_with_its_length_and_no_wait_is_not() -> None:
     waits: list[float] = []
-    bucket = TokenBucket(qps=1000, burst=1, clock=Clock(), on_wait=waits.append)
+    bucket = TokenBucket(qps=1000, burst=1, clock=ManualClock(), on_wait=waits.append)
     await bucket.wait()
     assert waits == []
     await bucket.wait()  # the clock stands still: one token's time, 1 ms
