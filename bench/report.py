@@ -76,6 +76,14 @@ def hist_p50_p99(buckets: list[tuple[float, float]], scale: float = 1.0) -> dict
     return out
 
 
+def ratio(p99: float | None, calls_p99: list[float | None]) -> float | None:
+    """``p99`` over the sum of ``calls_p99`` (None when any is unknown or they sum to 0)."""
+    if p99 is None or any(c is None for c in calls_p99):
+        return None
+    total = sum(c for c in calls_p99 if c is not None)
+    return round(p99 / total, 2) if total > 0 else None
+
+
 def counter_total(samples: Samples, name: str, match: Mapping[str, str] | None = None) -> float:
     return sum(
         value

@@ -52,6 +52,7 @@ import yaml
 from bench import report
 from bench.observe import ControllerProcess, PodTracker
 from bench.workload import MODELS, Timing, filler_pod, gpu_map, replica_set, set_name
+from dpctl.clients.requester import PURPOSE_ACCELERATORS as GPU_QUERY
 from dpctl.kube import CONFIGMAPS, NAMESPACES, PODS, REPLICASETS, SERVICEACCOUNTS, ApiError, Kube
 from dpsim.kubelet import ctl
 from dpsim.localcluster.bins import BinsError, resolve_bins
@@ -583,6 +584,16 @@ class Bench:
                 }
             )
         }
+        # Each step's latency against the p99s of the calls it waits for before its own call
+        # (docs/benchmarks.md, "What bounds the latency"): what the controller adds beyond them.
+        inside = {
+            "create": [http_latency.get(GPU_QUERY, {})],
+            "wake": [http_latency.get(GPU_QUERY, {}), api_latency["patch"]],
+        }
+        added_ratio = {
+            step: report.ratio(added[step]["p99"], [call.get("p99") for call in calls])
+            for step, calls in inside.items()
+        }
         queue_wait = report.hist_p50_p99(
             report.histogram(metrics, "workqueue_queue_duration_seconds", {"name": "dualpods"}), 1000
         )
@@ -593,6 +604,7 @@ class Bench:
             "nodes": args.nodes,
             "gpus_per_node": args.gpus_per_node,
             "added_latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in added.items()},
+            "added_p99_over_calls_p99": added_ratio,
             "actuation_s": {
                 k: report.p50_p99(v, digits=2) for k, v in by_path.items() if k in ("cold", "hot")
             },
