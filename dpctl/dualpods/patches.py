@@ -62,7 +62,9 @@ def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> list[Op]:
     before, after = _maps(sleeper), _maps(sleeper)
     after["annotations"][api.REQUESTER_ANNOTATION] = f"{podview.uid(requester)} {podview.name(requester)}"
     accelerators = ann.get(api.ACCELERATORS_ANNOTATION)
-    if accelerators is not None:
+    if accelerators is None:  # what the built runner says, absence included
+        after["annotations"].pop(api.ACCELERATORS_ANNOTATION, None)
+    else:
         after["annotations"][api.ACCELERATORS_ANNOTATION] = accelerators
     after["labels"][api.DUAL_LABEL] = podview.name(requester)
     return [
