@@ -6,9 +6,10 @@ becomes an :class:`~dpctl.kube.errors.ApiError` here, since the transport return
 as it came (kubernetes-asyncio's raw mode does not raise on HTTP errors).
 
 Owns: the verbs (get/list/watch/create/patch/update/delete, and any other path), paging, the
-JSON encoding of bodies and decoding of answers (orjson: twice as fast as ``json`` at
-reading a Pod, ten times at writing one), per-call timeouts, an optional client-side rate limit
-(:mod:`dpctl.kube.ratelimit`), and an optional observer for API-call metrics. Knows nothing about dual pods.
+JSON encoding of bodies and decoding of the answers that are read (orjson: twice as fast as
+``json`` at reading a Pod, ten times at writing one; a delete's answer is not decoded), per-call
+timeouts, an optional client-side rate limit (:mod:`dpctl.kube.ratelimit`), and an optional
+observer for API-call metrics. Knows nothing about dual pods.
 """
 
 from __future__ import annotations
@@ -104,6 +105,15 @@ class Kube:
         resp = await self._call(verb, resource, method, path, **kw)
         try:
             return orjson.loads(await resp.read())
+        finally:
+            resp.release()
+
+    async def _discard(self, verb: str, resource: str, method: str, path: str, **kw: Any) -> None:
+        """A call whose answer is not needed: read, so the connection goes back to the pool, and
+        not decoded (a deleted Pod is as big as any)."""
+        resp = await self._call(verb, resource, method, path, **kw)
+        try:
+            await resp.read()
         finally:
             resp.release()
 
@@ -292,10 +302,8 @@ class Kube:
         resource_version: str | None = None,
         grace_period_seconds: int | None = None,
         propagation: str | None = None,
-    ) -> RawObj:
-        """DELETE with optional UID/resourceVersion preconditions (409 when they do not hold)."""
+    ) -> None:
+        """DELETE with optional UID/resourceVersion preconditions (409 when they do not hold); no
+        caller reads what the server answers, so it is not decoded."""
         options = request.delete_options(uid, resource_version, grace_period_seconds, propagation)
-        obj: RawObj = await self._json(
-            "delete", res.plural, "DELETE", res.path(namespace, name), body=options
-        )
-        return obj
+        await self._discard("delete", res.plural, "DELETE", res.path(namespace, name), body=options)
