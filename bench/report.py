@@ -76,6 +76,14 @@ def hist_p50_p99(buckets: list[tuple[float, float]], scale: float = 1.0) -> dict
     return out
 
 
+def ratio(p99: float | None, calls_p99: list[float | None]) -> float | None:
+    """``p99`` over the sum of ``calls_p99`` (None when any is unknown or they sum to 0)."""
+    if p99 is None or any(c is None for c in calls_p99):
+        return None
+    total = sum(c for c in calls_p99 if c is not None)
+    return round(p99 / total, 2) if total > 0 else None
+
+
 def counter_total(samples: Samples, name: str, match: Mapping[str, str] | None = None) -> float:
     return sum(
         value
@@ -112,6 +120,17 @@ def writes(calls: Mapping[str, float], resources: Iterable[str] | None = None) -
     for key, value in calls.items():
         verb, resource, _code = [*key.split("/"), "", ""][:3]
         if verb in WRITE_VERBS and (wanted is None or resource in wanted):
+            total += value
+    return total
+
+
+def conflicts(calls: Mapping[str, float]) -> float:
+    """Writes that lost a race: 409 (a precondition, a name taken) and 422 (a JSON patch whose
+    ``test`` failed; no write of the benchmark is invalid otherwise)."""
+    total = 0.0
+    for key, value in calls.items():
+        verb, _resource, code = [*key.split("/"), "", ""][:3]
+        if verb in WRITE_VERBS and code in ("409", "422"):
             total += value
     return total
 

@@ -52,6 +52,7 @@ import yaml
 from bench import report
 from bench.observe import ControllerProcess, PodTracker
 from bench.workload import MODELS, Timing, filler_pod, gpu_map, replica_set, set_name
+from dpctl.clients.requester import PURPOSE_ACCELERATORS as GPU_QUERY
 from dpctl.kube import CONFIGMAPS, NAMESPACES, PODS, REPLICASETS, SERVICEACCOUNTS, ApiError, Kube
 from dpsim.kubelet import ctl
 from dpsim.localcluster.bins import BinsError, resolve_bins
@@ -583,15 +584,27 @@ class Bench:
                 }
             )
         }
+        # Each step's latency against the p99s of the calls it waits for before its own call
+        # (docs/benchmarks.md, "What bounds the latency"): what the controller adds beyond them.
+        inside = {
+            "create": [http_latency.get(GPU_QUERY, {})],
+            "wake": [http_latency.get(GPU_QUERY, {}), api_latency["patch"]],
+        }
+        added_ratio = {
+            step: report.ratio(added[step]["p99"], [call.get("p99") for call in calls])
+            for step, calls in inside.items()
+        }
         queue_wait = report.hist_p50_p99(
             report.histogram(metrics, "workqueue_queue_duration_seconds", {"name": "dualpods"}), 1000
         )
         peak_rss = max(memory.get("VmHWM", 0.0), restart["peak_rss_mb"])
+        lost = sum(report.conflicts(p.calls) for p in self.phases)
         summary = {
             "requesters": args.requesters,
             "nodes": args.nodes,
             "gpus_per_node": args.gpus_per_node,
             "added_latency_ms": {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in added.items()},
+            "added_p99_over_calls_p99": added_ratio,
             "actuation_s": {
                 k: report.p50_p99(v, digits=2) for k, v in by_path.items() if k in ("cold", "hot")
             },
@@ -600,6 +613,17 @@ class Bench:
             },
             "api_writes_per_actuation": {"cold": per(cold), "hot": per(hot)},
             "api_pod_writes_per_actuation": {"cold": per(cold, ["pods"]), "hot": per(hot, ["pods"])},
+            "api_conflicts": {
+                "total": int(lost),
+                "per_actuation": round(lost / actuations, 3) if actuations else None,
+            },
+            # Calls that waited for the controller's token bucket, and for how long in all.
+            "api_rate_limit_waits": {
+                "calls": int(sum(v for _, v in metrics.get("dpctl_api_rate_limit_wait_seconds_count", []))),
+                "seconds": round(
+                    sum(v for _, v in metrics.get("dpctl_api_rate_limit_wait_seconds_sum", [])), 3
+                ),
+            },
             "cpu_ms_per_actuation": round(1000 * cpu / actuations, 2) if actuations else None,
             "peak_rss_mb": round(peak_rss, 1),
             "sync_s_10k": restart["start_to_synced_s"],

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
+import orjson
+
 LogFormat = Literal["text", "json"]
 
 # Custom level between INFO and DEBUG for routine progress (klog V(2)–V(4)).
@@ -85,11 +87,17 @@ def get(name: str, **bound: Any) -> KV:
     return KV(logging.getLogger(name), bound)
 
 
+def _quoted(value: Any) -> str:
+    """A value as JSON text. orjson, since a busy controller writes a few lines per actuation and
+    ``json.dumps`` was the larger part of formatting them; keys of any type, as ``json`` allows."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         kv = getattr(record, "kv", {}) or {}
-        pairs = " ".join(f"{k}={json.dumps(_masked(k, v), default=str)}" for k, v in kv.items())
+        pairs = " ".join(f"{k}={_quoted(_masked(k, v))}" for k, v in kv.items())
         line = f"{ts}.{int(record.msecs):03d}Z {record.levelname[0]} {record.name}] {record.getMessage()}"
         if pairs:
             line += " " + pairs

@@ -1,9 +1,9 @@
 """Prometheus metrics for the generic machinery, and the HTTP server for /metrics and health.
 
 Implements the workqueue's and informer's metric hooks with client-go's series names, observes
-every API call (verb, resource, code) and every HTTP call to Pods (purpose, code), and serves
-``/metrics``, ``/healthz`` and ``/readyz`` on one port. Label values come from small fixed sets;
-no series is ever labelled with a Pod name.
+every API call (verb, resource, code) and its wait for the client-side rate limit, and every
+HTTP call to Pods (purpose, code), and serves ``/metrics``, ``/healthz`` and ``/readyz`` on one
+port. Label values come from small fixed sets; no series is ever labelled with a Pod name.
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.api_wait = Histogram(
+            "dpctl_api_rate_limit_wait_seconds",
+            "Waits of API calls for the client-side rate limit (--kube-api-qps/--kube-api-burst)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.http_latency = Histogram(
             "dpctl_http_request_duration_seconds",
             "HTTP calls to requester stubs and inference servers by purpose and code (0 = no response)",
@@ -157,6 +163,9 @@ class Metrics:
     # -- call observers
     def observe_api(self, verb: str, resource: str, code: int, seconds: float) -> None:
         self._api_latency(verb, resource, str(code)).observe(seconds)
+
+    def observe_api_wait(self, seconds: float) -> None:
+        self.api_wait.observe(seconds)
 
     def observe_http(self, purpose: str, code: int, seconds: float) -> None:
         self._http_latency(purpose, str(code)).observe(seconds)

@@ -6,6 +6,9 @@ last value or exception the predicate produced, which is usually the answer to "
 
 ``write_kubeconfig`` writes a one-context kubeconfig, for tests of how credentials are loaded.
 
+``ManualClock`` is a clock to inject where code reads ``time.monotonic``: it moves only when a
+test moves it.
+
 Typed by what the predicate returns less its falsy "not yet" values: a predicate returning
 ``X | None`` (or ``X | Literal[False]``, as ``a and b`` gives) makes the wait return ``X``.
 """
@@ -145,3 +148,13 @@ def write_kubeconfig(path: Path, cluster: Mapping[str, object], user: Mapping[st
     }
     path.write_text(json.dumps(doc))  # JSON is YAML
     return path
+
+
+class ManualClock:
+    """A monotonic clock that stands still until a test sets or advances ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -2,8 +2,9 @@
 clients, and Events with Prometheus metrics.
 
 Every Pod write carries the controller's field manager (the sleeper-limit LRU reads its
-managedFields time) and is a strategic merge patch or a create, so concurrent writers of other
-fields never conflict with us; deletes carry UID preconditions.
+managedFields time) and is a create, a strategic merge patch, or a JSON patch guarded by
+``test`` operations on the fields it depends on (:mod:`~dpctl.dualpods.patches`), so concurrent
+writers of other fields never conflict with us; deletes carry UID preconditions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, EventType, LogRelays, Path, Ports
 from dpctl.events import EventRecorder
-from dpctl.kube import PODS, ApiError, Kube
+from dpctl.kube import PODS, ApiError, Kube, PatchType
 
 
 class KubePods:
@@ -31,8 +32,11 @@ class KubePods:
     async def create_pod(self, pod: RawObj) -> dict[str, Any]:
         return await self.kube.create(PODS, pod, self.namespace, field_manager=api.FIELD_MANAGER)
 
-    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
-        return await self.kube.patch(PODS, name, patch, self.namespace, field_manager=api.FIELD_MANAGER)
+    async def patch_pod(self, name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
+        kind: PatchType = "json" if isinstance(patch, list) else "strategic"
+        return await self.kube.patch(
+            PODS, name, patch, self.namespace, patch_type=kind, field_manager=api.FIELD_MANAGER
+        )
 
     async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:
         try:

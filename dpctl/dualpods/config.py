@@ -17,6 +17,11 @@ class ControllerConfig(BaseModel):
     context: str | None = None
     sleeper_limit: int = Field(default=2, ge=0, description="sleeping runners kept per GPU")
     num_workers: int = Field(default=32, ge=1, le=256)
+    # Generous: a 2,000-requester burst sends about 4 writes and a few reads per actuation, over
+    # the seconds the cluster takes to start the Pods; this limit is a guard against a runaway
+    # loop hammering the API server, not a pace for normal work (client-go's 5/10 was that).
+    kube_api_qps: float = Field(default=500.0, gt=0, description="API requests a second, sustained")
+    kube_api_burst: int = Field(default=1000, ge=1, description="API requests at once, above the qps")
     verbosity: int = Field(default=2, ge=0, le=10)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="0 disables /metrics and health")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dpctl import api, log
-from dpctl.dualpods import podview
+from dpctl.dualpods import patches, podview
 from dpctl.dualpods.cache import POD_INDEXERS, CacheView, RecentWrites, slim_pod
 from dpctl.dualpods.keys import Key, RunnerKey, ServerKey
 from dpctl.dualpods.latency import Stamps
@@ -250,12 +250,12 @@ class _Remembering:
         self._recent.remember(created)
         return created
 
-    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
+    async def patch_pod(self, name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
         try:
             patched = await self._pods.patch_pod(name, patch)
         except ApiError as err:
             if err.not_found:  # a UID-preconditioned patch names the Pod it found gone
-                self._recent.gone(str(podview.meta(patch).get("uid") or ""))
+                self._recent.gone(patches.target_uid(patch))
             raise
         self._recent.remember(patched)
         return patched

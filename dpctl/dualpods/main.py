@@ -31,7 +31,7 @@ from dpctl.dualpods.logrelay import NO_RELAY, LogRelay, RelaySettings
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.reconcile import Settings
 from dpctl.events import EventRecorder
-from dpctl.kube import NODES, PODS, ApiError, Kube
+from dpctl.kube import NODES, PODS, ApiError, Kube, TokenBucket
 from dpctl.leaderelection import LeaderElector, LeaseSettings
 from dpctl.metrics import HealthServer, Metrics
 
@@ -52,6 +52,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default=None, help="kubeconfig context")
     p.add_argument("--sleeper-limit", type=int, default=2, help="sleeping runners kept per GPU (default 2)")
     p.add_argument("--num-workers", type=int, default=32, help="inference servers reconciled concurrently")
+    p.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=500.0,
+        help="API server requests a second the controller sends at most, sustained (default 500)",
+    )
+    p.add_argument(
+        "--kube-api-burst",
+        type=int,
+        default=1000,
+        help="API server requests the controller may send at once above --kube-api-qps (default 1000)",
+    )
     p.add_argument("-v", "--verbosity", type=int, default=2, help="log verbosity like klog's -v (default 2)")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument(
@@ -98,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
             context=args.context,
             sleeper_limit=args.sleeper_limit,
             num_workers=args.num_workers,
+            kube_api_qps=args.kube_api_qps,
+            kube_api_burst=args.kube_api_burst,
             verbosity=args.verbosity,
             log_format=args.log_format,
             metrics_port=args.metrics_port,
@@ -127,7 +141,8 @@ async def _connect(cfg: ControllerConfig, metrics: Metrics) -> tuple[Kube, bool]
     """Credentials, reachability and permissions; raises SystemExit(1) with the reason."""
     logger = log.get("controller")
     try:
-        kube = await Kube.connect(cfg.kubeconfig, cfg.context, observer=metrics.observe_api)
+        limiter = TokenBucket(cfg.kube_api_qps, cfg.kube_api_burst, on_wait=metrics.observe_api_wait)
+        kube = await Kube.connect(cfg.kubeconfig, cfg.context, observer=metrics.observe_api, limiter=limiter)
     except Exception as err:  # any loader failure means the same thing to the user
         logger.error("Cannot load Kubernetes credentials", error=str(err))
         raise SystemExit(1) from None
@@ -172,9 +187,20 @@ async def _main(cfg: ControllerConfig) -> int:
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
     )
     requesters = RequesterClient(http)
-    relay = (
-        LogRelay(kube, requesters, dual_metrics, RelaySettings(bytes_per_s=cfg.log_relay_bytes_per_s))
+    # The relays' log streams get a connection pool of their own, without a limit: each holds its
+    # connection for as long as its runner serves (HTTP/1.1 has one stream per connection), and
+    # in the shared pool 64 of them left no connection for any other call, so every reconcile
+    # timed out (the benchmark's cold burst stalled at 64 bound runners).
+    streams = (
+        await Kube.connect(
+            cfg.kubeconfig, cfg.context, observer=metrics.observe_api, pool_size=0, limiter=kube.limiter
+        )
         if cfg.log_relay
+        else None
+    )
+    relay = (
+        LogRelay(streams, requesters, dual_metrics, RelaySettings(bytes_per_s=cfg.log_relay_bytes_per_s))
+        if streams is not None
         else None
     )
     ports = kube_ports(
@@ -229,6 +255,8 @@ async def _main(cfg: ControllerConfig) -> int:
         await asyncio.gather(*background, return_exceptions=True)
         if relay is not None:
             await relay.close()
+        if streams is not None:
+            await streams.close()
         await health.stop()
         await http.close()
         await kube.close()

@@ -1,9 +1,20 @@
 """Every patch the controller sends, each built by a pure function of the objects it concerns.
 
-All are strategic merge patches on Pods. Finalizers are removed with
-``$deleteFromPrimitiveList`` so another writer's finalizers are never touched, and added as a
-one-element list, which strategic merge unions with the existing ones. A ``resourceVersion`` or
-``uid`` in ``metadata`` is a precondition the API server checks.
+Two kinds, both on Pods:
+
+* **Guarded JSON patches** (RFC 6902, built with ``jsonpatch``) for the writes that depend on
+  what the Pod holds: binding a sleeper, unbinding a runner, adding or removing a finalizer on
+  its own. Each starts with ``test`` operations on exactly the fields it depends on (the UID,
+  and e.g. "no requester yet" for a bind), so the API server applies it to its latest copy
+  unless one of those changed; a resourceVersion precondition instead failed on every status
+  write of the kubelet in between. A ``test`` with value null passes where the field is absent
+  (the API server's JSON patch, not RFC 6902's letter). A failed test comes back as
+  :attr:`~dpctl.kube.errors.ApiError.conflict`.
+* **Strategic merge patches** for the rest (the routing label, the requester's status and FYI
+  fields), which depend on nothing: finalizers in them are removed with
+  ``$deleteFromPrimitiveList`` so another writer's finalizers are never touched, and added as a
+  one-element list, which strategic merge unions with the existing ones. A ``uid`` in
+  ``metadata`` is a precondition the API server checks.
 """
 
 from __future__ import annotations
@@ -11,12 +22,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jsonpatch
+
 from dpctl import api
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
 from dpctl.podbuild.nominal import Runner
 
 Patch = dict[str, Any]
+# One RFC 6902 operation; a JSON patch is a list of them.
+Op = dict[str, Any]
 _REMOVE_FINALIZERS = "$deleteFromPrimitiveList/finalizers"
 
 
@@ -25,43 +40,61 @@ def sleeping_label(asleep: bool) -> Patch:
     return {"metadata": {"labels": {api.SLEEPING_LABEL: "true" if asleep else "false"}}}
 
 
-def unbinding() -> Patch:
+def unbinding(runner: RawObj) -> list[Op]:
     """A runner put to sleep goes back to the pool: no requester, no dual label, no finalizer
-    (of either dialect: it may have been bound by another controller version)."""
-    return {
-        "metadata": {
-            "annotations": {api.REQUESTER_ANNOTATION: None},
-            "labels": {api.DUAL_LABEL: None},
-            _REMOVE_FINALIZERS: list(api.RUNNER_FINALIZERS),
-        }
-    }
+    (of either dialect: it may have been bound by another controller version). Guarded by the
+    binding it undoes: if another worker has bound it meanwhile, the test fails."""
+    have = podview.annotations(runner).get(api.REQUESTER_ANNOTATION)
+    before, after = _maps(runner), _maps(runner)
+    after["annotations"].pop(api.REQUESTER_ANNOTATION, None)
+    after["labels"].pop(api.DUAL_LABEL, None)
+    return [
+        *_guard(runner, (_annotation(runner, api.REQUESTER_ANNOTATION), have)),
+        *_map_ops(before, after),
+        *_removing_finalizers(runner, api.RUNNER_FINALIZERS),
+    ]
 
 
-def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> Patch:
-    """Bind a sleeper: the resourceVersion makes it fail if anyone changed the sleeper meanwhile."""
-    meta: Mapping[str, Any] = built.pod["metadata"]
-    ann = meta.get("annotations") or {}
-    return {
-        "metadata": {
-            "resourceVersion": podview.meta(sleeper).get("resourceVersion"),
-            "annotations": {
-                api.REQUESTER_ANNOTATION: f"{podview.uid(requester)} {podview.name(requester)}",
-                api.ACCELERATORS_ANNOTATION: ann.get(api.ACCELERATORS_ANNOTATION),
-            },
-            "labels": {api.DUAL_LABEL: podview.name(requester)},
-            "finalizers": [podview.dialect(requester).runner_finalizer],
-        }
-    }
+def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> list[Op]:
+    """Bind a sleeper, if it is still the unbound, undeleted Pod the cache showed; a status write
+    of the kubelet meanwhile does not stop it."""
+    ann = built.pod["metadata"].get("annotations") or {}
+    before, after = _maps(sleeper), _maps(sleeper)
+    after["annotations"][api.REQUESTER_ANNOTATION] = f"{podview.uid(requester)} {podview.name(requester)}"
+    accelerators = ann.get(api.ACCELERATORS_ANNOTATION)
+    if accelerators is None:  # what the built runner says, absence included
+        after["annotations"].pop(api.ACCELERATORS_ANNOTATION, None)
+    else:
+        after["annotations"][api.ACCELERATORS_ANNOTATION] = accelerators
+    after["labels"][api.DUAL_LABEL] = podview.name(requester)
+    return [
+        *_guard(
+            sleeper,
+            (_annotation(sleeper, api.REQUESTER_ANNOTATION), None),
+            ("/metadata/deletionTimestamp", None),
+        ),
+        *_map_ops(before, after),
+        *_adding_finalizer(sleeper, podview.dialect(requester).runner_finalizer),
+    ]
+
+
+def finalizer_change(pod: RawObj, name: str, present: bool) -> list[Op]:
+    """Add or remove one finalizer, by itself (the requester's, as its runner starts or goes)."""
+    if present:
+        return [*_guard(pod), *_adding_finalizer(pod, name)]
+    return without_finalizers(pod, [name])
+
+
+def without_finalizers(pod: RawObj, names: Sequence[str]) -> list[Op]:
+    """Remove those of ``names`` the Pod carries, each guarded by its place in the list."""
+    return [*_guard(pod), *_removing_finalizers(pod, names)]
 
 
 def finalizer(name: str, present: bool) -> Patch:
+    """A finalizer in a strategic merge patch that carries other fields too."""
     if present:
         return {"metadata": {"finalizers": [name]}}
-    return without_finalizers([name])
-
-
-def without_finalizers(names: Sequence[str]) -> Patch:
-    return {"metadata": {_REMOVE_FINALIZERS: list(names)}}
+    return {"metadata": {_REMOVE_FINALIZERS: [name]}}
 
 
 def status_in_every_dialect(requester: RawObj, errors: Sequence[str]) -> Patch | None:
@@ -71,6 +104,14 @@ def status_in_every_dialect(requester: RawObj, errors: Sequence[str]) -> Patch |
     have = podview.annotations(requester)
     changed = {d.status: want for d in api.DIALECTS if have.get(d.status) != want}
     return {"metadata": {"annotations": changed}} if changed else None
+
+
+def target_uid(patch: Patch | Sequence[Op]) -> str:
+    """The UID a patch is preconditioned on ("" when none): ``metadata.uid`` of a strategic
+    patch, the value of a JSON patch's ``test`` of it."""
+    if isinstance(patch, Mapping):
+        return str(podview.meta(patch).get("uid") or "")
+    return next((str(op["value"]) for op in patch if op.get("path") == "/metadata/uid"), "")
 
 
 def of_uid(pod: RawObj, patch: Patch) -> Patch:
@@ -113,3 +154,61 @@ def requester_state(
     if want_finalizer != (api.REQUESTER_FINALIZER in podview.finalizers(requester)):
         metadata.update(finalizer(api.REQUESTER_FINALIZER, want_finalizer)["metadata"])
     return {"metadata": metadata} if metadata else None
+
+
+def _guard(pod: RawObj, *tests: tuple[str, Any]) -> list[Op]:
+    """``test`` operations: the Pod's UID (not a namesake that replaced it), then ``tests``."""
+    return [
+        {"op": "test", "path": path, "value": value}
+        for path, value in (("/metadata/uid", podview.uid(pod)), *tests)
+    ]
+
+
+def _annotation(pod: RawObj, key: str) -> str:
+    """The path of one annotation; of the whole map when the Pod has none (a ``test`` for null
+    passes on a missing member, not on a member of a missing map)."""
+    if "annotations" not in podview.meta(pod):
+        return "/metadata/annotations"
+    return str(jsonpatch.JsonPointer.from_parts(["metadata", "annotations", key]).path)
+
+
+def _maps(pod: RawObj) -> dict[str, dict[str, Any]]:
+    """Copies of the Pod's annotations and labels, to edit and diff with :func:`_map_ops`."""
+    return {"annotations": dict(podview.annotations(pod)), "labels": dict(podview.labels(pod))}
+
+
+def _map_ops(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[Op]:
+    """The add/replace/remove operations that turn ``before``'s maps into ``after``'s (a map the
+    Pod lacks is added whole: ``jsonpatch`` escapes the ``/`` in keys)."""
+    meta_before = {k: dict(v) for k, v in before.items() if v}
+    meta_after = {k: dict(v) for k, v in after.items() if v or k in meta_before}
+    ops: list[Op] = jsonpatch.make_patch({"metadata": meta_before}, {"metadata": meta_after}).patch
+    return ops
+
+
+def _adding_finalizer(pod: RawObj, name: str) -> list[Op]:
+    """Append ``name`` unless present, guarded by the list as it was: the add depends on its
+    absence, which a ``test`` can only show as the whole list."""
+    have = podview.finalizers(pod)
+    if name in have:
+        return []
+    if not have:
+        return [
+            {"op": "test", "path": "/metadata/finalizers", "value": None},
+            {"op": "add", "path": "/metadata/finalizers", "value": [name]},
+        ]
+    return [
+        {"op": "test", "path": "/metadata/finalizers", "value": have},
+        {"op": "add", "path": "/metadata/finalizers/-", "value": name},
+    ]
+
+
+def _removing_finalizers(pod: RawObj, names: Sequence[str]) -> list[Op]:
+    """Remove each of ``names`` the Pod carries by its index, last first so the earlier indices
+    hold, each guarded by a ``test`` that the index still holds that name."""
+    ops: list[Op] = []
+    for index, present in reversed(list(enumerate(podview.finalizers(pod)))):
+        if present in names:
+            path = f"/metadata/finalizers/{index}"
+            ops += [{"op": "test", "path": path, "value": present}, {"op": "remove", "path": path}]
+    return ops

@@ -47,8 +47,9 @@ Path = Literal["cold", "hot"]
 class PodWrites(Protocol):
     async def create_pod(self, pod: RawObj) -> dict[str, Any]: ...
 
-    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
-        """Strategic merge patch; a ``metadata.resourceVersion`` in it is a precondition."""
+    async def patch_pod(self, name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
+        """A strategic merge patch (a mapping; a ``metadata.uid`` in it is a precondition), or a
+        JSON patch (a list of operations, its ``test`` operations the preconditions)."""
         ...
 
     async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:

@@ -8,6 +8,7 @@ Modules, each owning one job:
   content types) and how a watch line reads; pure.
 * :mod:`~dpctl.kube.errors`: :class:`ApiError` and the one :func:`is_transient`.
 * :mod:`~dpctl.kube.objects`: :data:`RawObj` and the metadata accessors.
+* :mod:`~dpctl.kube.ratelimit`: :class:`TokenBucket`, the client-side limit on calls.
 * :mod:`~dpctl.kube.client`: :class:`Kube`, the verbs over the transport.
 
 The names below are the package's public surface, importable as ``from dpctl.kube import ...``.
@@ -16,6 +17,7 @@ The names below are the package's public surface, importable as ``from dpctl.kub
 from dpctl.kube.client import Kube, Observer
 from dpctl.kube.errors import ApiError, is_transient
 from dpctl.kube.objects import RawObj
+from dpctl.kube.ratelimit import TokenBucket
 from dpctl.kube.request import (
     CONFIGMAPS,
     CORE_EVENTS,
@@ -49,6 +51,7 @@ __all__ = [
     "PatchType",
     "RawObj",
     "Resource",
+    "TokenBucket",
     "env_proxy",
     "is_transient",
 ]

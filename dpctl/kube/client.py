@@ -6,22 +6,25 @@ becomes an :class:`~dpctl.kube.errors.ApiError` here, since the transport return
 as it came (kubernetes-asyncio's raw mode does not raise on HTTP errors).
 
 Owns: the verbs (get/list/watch/create/patch/update/delete, and any other path), paging, the
-JSON encoding of bodies and decoding of answers, per-call timeouts, and an optional observer
-for API-call metrics. Knows nothing about dual pods.
+JSON encoding of bodies and decoding of the answers that are read (orjson: twice as fast as
+``json`` at reading a Pod, ten times at writing one; a delete's answer is not decoded), per-call
+timeouts, an optional client-side rate limit (:mod:`dpctl.kube.ratelimit`), and an optional
+observer for API-call metrics. Knows nothing about dual pods.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+import orjson
 
 from dpctl.kube import request
 from dpctl.kube.errors import ApiError
 from dpctl.kube.objects import RawObj
+from dpctl.kube.ratelimit import TokenBucket
 from dpctl.kube.request import DEFAULT_TIMEOUT_S, PatchType, Resource
 from dpctl.kube.transport import Transport
 
@@ -32,9 +35,12 @@ Observer = Callable[[str, str, int, float], None]
 class Kube:
     """Raw-dict verbs against one API server. Create with :meth:`connect`; close with :meth:`close`."""
 
-    def __init__(self, api: Transport, observer: Observer | None = None) -> None:
+    def __init__(
+        self, api: Transport, observer: Observer | None = None, limiter: TokenBucket | None = None
+    ) -> None:
         self._api = api
         self.observer = observer
+        self.limiter = limiter
 
     @classmethod
     async def connect(
@@ -43,9 +49,10 @@ class Kube:
         context: str | None = None,
         observer: Observer | None = None,
         pool_size: int = 64,
+        limiter: TokenBucket | None = None,
     ) -> Kube:
         """Load credentials: the given kubeconfig, else in-cluster, else ``$KUBECONFIG`` or the default."""
-        return cls(await Transport.connect(kubeconfig, context, pool_size), observer)
+        return cls(await Transport.connect(kubeconfig, context, pool_size), observer, limiter)
 
     async def close(self) -> None:
         await self._api.close()
@@ -66,7 +73,10 @@ class Kube:
         content_type: str = "application/json",
         timeout: float | aiohttp.ClientTimeout = DEFAULT_TIMEOUT_S,
     ) -> aiohttp.ClientResponse:
-        """One request, observed; raises ApiError for a status of 300 or more."""
+        """One request, observed; raises ApiError for a status of 300 or more. The limiter's
+        wait comes first and is not part of the observed latency (it has its own metric)."""
+        if self.limiter is not None:
+            await self.limiter.wait()
         started = time.monotonic()
         status = 0
         try:
@@ -74,7 +84,7 @@ class Kube:
                 method,
                 path,
                 query=query,
-                body=None if body is None else json.dumps(body),
+                body=None if body is None else orjson.dumps(body),
                 content_type=content_type,
                 timeout=timeout
                 if isinstance(timeout, aiohttp.ClientTimeout)
@@ -94,7 +104,16 @@ class Kube:
     async def _json(self, verb: str, resource: str, method: str, path: str, **kw: Any) -> Any:
         resp = await self._call(verb, resource, method, path, **kw)
         try:
-            return json.loads(await resp.read())
+            return orjson.loads(await resp.read())
+        finally:
+            resp.release()
+
+    async def _discard(self, verb: str, resource: str, method: str, path: str, **kw: Any) -> None:
+        """A call whose answer is not needed: read, so the connection goes back to the pool, and
+        not decoded (a deleted Pod is as big as any)."""
+        resp = await self._call(verb, resource, method, path, **kw)
+        try:
+            await resp.read()
         finally:
             resp.release()
 
@@ -283,10 +302,8 @@ class Kube:
         resource_version: str | None = None,
         grace_period_seconds: int | None = None,
         propagation: str | None = None,
-    ) -> RawObj:
-        """DELETE with optional UID/resourceVersion preconditions (409 when they do not hold)."""
+    ) -> None:
+        """DELETE with optional UID/resourceVersion preconditions (409 when they do not hold); no
+        caller reads what the server answers, so it is not decoded."""
         options = request.delete_options(uid, resource_version, grace_period_seconds, propagation)
-        obj: RawObj = await self._json(
-            "delete", res.plural, "DELETE", res.path(namespace, name), body=options
-        )
-        return obj
+        await self._discard("delete", res.plural, "DELETE", res.path(namespace, name), body=options)

@@ -7,9 +7,13 @@ failures are worth sending again unchanged. Knows nothing about how calls are se
 
 from __future__ import annotations
 
-import json
-
 import aiohttp
+import orjson
+
+# What the API server says when a JSON patch does not apply (a ``test`` operation failed, or a
+# path it names is gone): 422 Invalid with this message and no details, where a validation
+# failure names the object ("Pod "x" is invalid: ...").
+_PATCH_NOT_APPLIED = "the server rejected our request due to an error in our request"
 
 
 class ApiError(Exception):
@@ -27,8 +31,14 @@ class ApiError(Exception):
 
     @property
     def conflict(self) -> bool:
-        """A write lost a race: resourceVersion or UID precondition, or the name already exists."""
-        return self.status == 409
+        """A write lost a race: resourceVersion or UID precondition, the name already exists, or
+        a JSON patch's ``test`` found the object changed."""
+        return self.status == 409 or self.patch_not_applied
+
+    @property
+    def patch_not_applied(self) -> bool:
+        """A JSON patch did not apply to the object as it is now: one of its tests failed."""
+        return self.status == 422 and self.message == _PATCH_NOT_APPLIED
 
     @property
     def gone(self) -> bool:
@@ -51,7 +61,7 @@ class ApiError(Exception):
     def refused(self) -> bool:
         """The API server (422 Invalid) or an admission policy or RBAC (403 Forbidden) will not take
         the request as written: sending it again cannot help, only a change to what is sent."""
-        return self.status in (403, 422)
+        return self.status in (403, 422) and not self.patch_not_applied
 
     @property
     def detail(self) -> str:
@@ -67,7 +77,7 @@ class ApiError(Exception):
     def from_body(cls, status: int, body: bytes, verb: str, path: str) -> ApiError:
         reason, message = "", body.decode("utf-8", "replace")[:2000]
         try:
-            doc = json.loads(body)
+            doc = orjson.loads(body)
         except ValueError:
             doc = None
         if isinstance(doc, dict):
@@ -80,8 +90,9 @@ def is_transient(error: BaseException) -> bool:
     """Whether a failed API call may succeed if sent again unchanged, after a backoff: the one
     definition every caller uses. Transient: no answer (connection refused or reset, timeout),
     the server restarting or overloaded (5xx, 429), and a race with another writer or with the
-    cache's view (409 Conflict, 404 Not Found: the next event shows what changed). Everything
+    cache's view (409 Conflict, a JSON patch whose test failed, 404 Not Found: the next event
+    shows what changed). Everything
     else (400, 401, 403, 422, ...) needs a change to the request or to the cluster."""
     if isinstance(error, ApiError):
-        return error.status in (404, 409, 429) or error.status >= 500
+        return error.status in (404, 409, 429) or error.status >= 500 or error.patch_not_applied
     return isinstance(error, aiohttp.ClientError | OSError | TimeoutError)

@@ -10,12 +10,12 @@ through the transport; everything here can be tested without a server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+import orjson
 
 from dpctl.kube.errors import ApiError
 from dpctl.kube.objects import RawObj
@@ -149,7 +149,7 @@ def watch_event(line: bytes, path: str) -> RawObj | None:
     not a JSON object (skipped). An ``ERROR`` event (e.g. 410 Gone when the resourceVersion was
     compacted away) is raised as :class:`ApiError`, so callers handle expiry in one place."""
     try:
-        event = json.loads(line)
+        event = orjson.loads(line)
     except ValueError:
         return None
     if not isinstance(event, dict):

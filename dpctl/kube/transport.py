@@ -67,7 +67,8 @@ class Transport:
         service_account: Path = SERVICE_ACCOUNT_DIR,
     ) -> Transport:
         """Load credentials: the given kubeconfig, else in-cluster (the token and CA in
-        ``service_account``), else ``$KUBECONFIG`` or the default kubeconfig."""
+        ``service_account``), else ``$KUBECONFIG`` or the default kubeconfig. ``pool_size``: the
+        most connections open at once (0: no limit, for long-lived streams)."""
         cfg = client.Configuration()
         if in_cluster(kubeconfig):
             # kubernetes-asyncio re-reads the token file (at most once a minute) before a request,
@@ -104,7 +105,7 @@ class Transport:
         path: str,
         *,
         query: Sequence[tuple[str, str]],
-        body: str | None,
+        body: bytes | None,
         content_type: str,
         timeout: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:

@@ -11,7 +11,7 @@ from typing import Final
 
 from dpctl import api
 from dpctl.dualpods import patches, podview
-from dpctl.dualpods.patches import Patch
+from dpctl.dualpods.patches import Op, Patch
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import ErrorReason
 from dpctl.dualpods.state import ServerState
@@ -22,10 +22,12 @@ from dpctl.workqueue.outcome import Done, Outcome, RequeueAfter
 DONE = Done()
 
 
-async def patch_ignoring_gone(cx: Context, pod: RawObj, patch: Patch) -> None:
-    """Patch ``pod`` (by UID); a Pod gone, replaced or being deleted meanwhile is no error."""
+async def patch_ignoring_gone(cx: Context, pod: RawObj, patch: Patch | list[Op]) -> None:
+    """Patch ``pod`` with a patch preconditioned on its UID; a Pod gone, replaced, changed in a
+    field the patch tests, or being deleted meanwhile is no error (its event brings the server
+    back)."""
     try:
-        await cx.ports.pods.patch_pod(podview.name(pod), patches.of_uid(pod, patch))
+        await cx.ports.pods.patch_pod(podview.name(pod), patch)
     except ApiError as err:
         # 422 "no new finalizers can be added if the object is being deleted": the cache has
         # not seen the deletion yet (the soak found this); its event brings the server back.
@@ -37,14 +39,16 @@ async def patch_ignoring_gone(cx: Context, pod: RawObj, patch: Patch) -> None:
 async def drop_runner_finalizer(cx: Context, runner: RawObj) -> None:
     present = podview.runner_finalizers(runner)
     if present:
-        await patch_ignoring_gone(cx, runner, patches.without_finalizers(present))
+        await patch_ignoring_gone(cx, runner, patches.without_finalizers(runner, present))
         cx.log.progress("Removed finalizer from server-running Pod", runner=podview.name(runner))
 
 
 async def set_requester_finalizer(cx: Context, requester: RawObj, present: bool) -> None:
     if (api.REQUESTER_FINALIZER in podview.finalizers(requester)) == present:
         return
-    await patch_ignoring_gone(cx, requester, patches.finalizer(api.REQUESTER_FINALIZER, present))
+    await patch_ignoring_gone(
+        cx, requester, patches.finalizer_change(requester, api.REQUESTER_FINALIZER, present)
+    )
     cx.log.progress(
         "Added requester finalizer" if present else "Removed requester finalizer",
         requester=podview.name(requester),
@@ -57,7 +61,7 @@ async def ensure_requester_state(
     """One patch, only when something differs: status, FYI label and annotation, finalizer."""
     patch = patches.requester_state(requester, runner, errors, ",".join(st.known_gpus(requester)))
     if patch is not None:
-        await patch_ignoring_gone(cx, requester, patch)
+        await patch_ignoring_gone(cx, requester, patches.of_uid(requester, patch))
 
 
 async def user_error(
@@ -79,7 +83,7 @@ async def refuse_two_dialects(cx: Context, requester: RawObj) -> Outcome:
     _tell(cx, requester, "TwoDialects", TWO_DIALECTS)
     patch = patches.status_in_every_dialect(requester, [TWO_DIALECTS])
     if patch is not None:
-        await patch_ignoring_gone(cx, requester, patch)
+        await patch_ignoring_gone(cx, requester, patches.of_uid(requester, patch))
     return DONE  # retried when the requester changes
 
 

@@ -123,7 +123,7 @@ async def unbind(cx: Context, st: ServerState, runner: RawObj) -> Outcome:
     cx.ports.report.count("sleep")
     cx.log.info(LogMsg.SLEPT, **about(runner))
     cx.memory.runners[podview.uid(runner)] = RunnerState(asleep_instance=instance(runner))
-    await cx.ports.pods.patch_pod(podview.name(runner), patches.unbinding())
+    await cx.ports.pods.patch_pod(podview.name(runner), patches.unbinding(runner))
     cx.log.info(LogMsg.UNBOUND_RUNNER, **about(runner))
     cx.ports.report.event(runner, "Normal", "Unbound", "inference server put to sleep and unbound")
     return DONE

@@ -335,6 +335,17 @@ def test_command_line_is_accepted_by_dpctl_controller() -> None:
     assert args.log_format == "json" and args.verbosity == 2
 
 
+def test_the_api_rate_limit_values_reach_the_controller_as_its_token_bucket() -> None:
+    from dpctl.dualpods.main import add_arguments
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser)
+    defaults = parser.parse_args(command_flags(render([])))
+    assert (defaults.kube_api_qps, defaults.kube_api_burst) == (500.0, 1000)
+    tuned = parser.parse_args(command_flags(render(["KubeAPIQPS=20", "KubeAPIBurst=5"])))
+    assert (tuned.kube_api_qps, tuned.kube_api_burst) == (20.0, 5)
+
+
 @pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_leader_election_iff_several_replicas(replicas: int) -> None:
     docs = render([f"Replicas={replicas}"])

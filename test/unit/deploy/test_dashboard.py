@@ -65,6 +65,7 @@ def _use_every_hook(metrics: Metrics, dual: DualPodsMetrics) -> None:
     metrics.inc_relists_gone("pods")
     metrics.inc_events("pods", "ADDED")
     metrics.observe_api("get", "pods", 200, 0.01)
+    metrics.observe_api_wait(0.01)
     metrics.observe_http("query the requester's GPUs", 200, 0.01)
     for what in ("bind", "wake", "sleep", "eviction"):
         dual.count(what)

@@ -277,8 +277,8 @@ class Recorder:
         created["metadata"]["resourceVersion"] = "100"
         return created
 
-    async def patch_pod(self, name: str, patch: RawObj) -> dict[str, Any]:
-        self.actions.append(("patch", name, copy.deepcopy(dict(patch))))
+    async def patch_pod(self, name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
+        self.actions.append(("patch", name, copy.deepcopy(patch)))
         self._maybe_fail("patch")
         return copy.deepcopy(dict(self.world.pods.get(name, {"metadata": {"name": name}})))
 
@@ -348,3 +348,19 @@ class Recorder:
 
     def added_latency(self, step: Step, seconds: float) -> None:
         self.added.append((step, seconds))
+
+
+def json_patch_guards(patch: Any) -> dict[str, Any]:
+    """What a JSON patch's ``test`` operations require, by path."""
+    return {op["path"]: op["value"] for op in patch if op["op"] == "test"}
+
+
+def json_patch_edits(patch: Any) -> dict[str, Any]:
+    """What a JSON patch changes, by path (a removal as None)."""
+    return {op["path"]: op.get("value") for op in patch if op["op"] != "test"}
+
+
+def removed_finalizers(patch: Any) -> list[str]:
+    """The finalizers a JSON patch removes: each removal's index is tested for its name first."""
+    guards = json_patch_guards(patch)
+    return [guards[op["path"]] for op in patch if op["op"] == "remove" and "/finalizers/" in op["path"]]

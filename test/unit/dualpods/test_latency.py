@@ -10,6 +10,7 @@ from dpctl.dualpods.controller import Controller
 from dpctl.dualpods.keys import ServerKey
 from dpctl.dualpods.latency import Stamps
 from dpctl.dualpods.reconcile import Reconciler, Settings
+from helpers import ManualClock
 
 from .fakes import Recorder, World, gpu_map_cm, gpu_uuid, node, requester, runner
 from .test_reconcile import REQ_IP, nominal_of
@@ -21,16 +22,8 @@ def approx(expected: float) -> float:
     return cast(float, pytest.approx(expected))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_stamp_is_taken_once_and_the_latest_event_counts() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     stamps = Stamps(clock)
     stamps.mark("actuate", "u")
     clock.now += 5
@@ -42,7 +35,7 @@ def test_a_stamp_is_taken_once_and_the_latest_event_counts() -> None:
 
 
 def test_end_of_life_drops_what_was_never_taken() -> None:
-    stamps = Stamps(Clock())
+    stamps = Stamps(ManualClock(100.0))
     stamps.mark("actuate", "u")
     stamps.mark("relay", "u")
     stamps.mark("relay", "v")
@@ -84,8 +77,8 @@ def test_handlers_stamp_a_bound_runner_turning_ready() -> None:
     assert len(c.stamps) == 0
 
 
-def make(world: World, **rec: object) -> tuple[Reconciler, Recorder, Clock]:
-    clock = Clock()
+def make(world: World, **rec: object) -> tuple[Reconciler, Recorder, ManualClock]:
+    clock = ManualClock(100.0)
     recorder = Recorder(world, **rec)  # type: ignore[arg-type]
     return Reconciler(world, recorder.ports, Settings(), Stamps(clock)), recorder, clock
 

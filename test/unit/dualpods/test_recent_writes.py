@@ -14,16 +14,9 @@ from dpctl.dualpods.controller import Controller
 from dpctl.dualpods.keys import ServerKey
 from dpctl.dualpods.reconcile import Settings
 from dpctl.informer import Store
+from helpers import ManualClock
 
 from .fakes import NS, Recorder, World, gpu_map_cm, node, requester, runner
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def at(pod: dict[str, Any], rv: str) -> dict[str, Any]:
@@ -33,7 +26,7 @@ def at(pod: dict[str, Any], rv: str) -> dict[str, Any]:
 
 
 def test_a_newer_write_stands_in_until_the_cache_catches_up() -> None:
-    recent = RecentWrites(clock=Clock())
+    recent = RecentWrites(clock=ManualClock())
     written = at(requester(), "12")
     written["metadata"]["finalizers"] = [api.REQUESTER_FINALIZER]
     recent.remember(written)
@@ -46,7 +39,7 @@ def test_a_newer_write_stands_in_until_the_cache_catches_up() -> None:
 
 
 def test_entries_expire_and_odd_resource_versions_are_never_newer() -> None:
-    clock = Clock()
+    clock = ManualClock()
     recent = RecentWrites(ttl_s=10, clock=clock)
     recent.remember(at(requester(), "12"))
     clock.now = 11

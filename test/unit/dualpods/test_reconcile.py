@@ -26,9 +26,21 @@ from dpctl.kube import ApiError
 from dpctl.podbuild.nominal import build_runner, fallback_runner_name
 from dpctl.workqueue.outcome import Done, RequeueAfter, Retry
 
-from .fakes import Recorder, World, gpu_map_cm, gpu_uuid, node, requester, runner
+from .fakes import (
+    Recorder,
+    World,
+    gpu_map_cm,
+    gpu_uuid,
+    json_patch_edits,
+    json_patch_guards,
+    node,
+    removed_finalizers,
+    requester,
+    runner,
+)
 
 REQ_IP = "127.64.0.2"
+REQUESTER_PATH = "/metadata/annotations/" + api.REQUESTER_ANNOTATION.replace("/", "~1")
 RUN_IP = "127.64.0.3"
 
 
@@ -277,10 +289,12 @@ async def test_matching_sleeper_is_bound_before_it_is_woken() -> None:
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.verbs() == ["query_gpus", "patch", "wake", "patch", "patch"]
-    bind = rec.actions[1][2]["metadata"]
-    assert bind["resourceVersion"] == "20"  # precondition: nobody changed the sleeper meanwhile
-    assert bind["annotations"][api.REQUESTER_ANNOTATION] == "uid-a req-a"
-    assert bind["finalizers"] == [api.ORIGINAL.runner_finalizer]
+    bind = rec.actions[1][2]
+    # The precondition: the sleeper is still unbound (not: unchanged since, a resourceVersion).
+    assert json_patch_guards(bind)[REQUESTER_PATH] is None
+    assert "/metadata/resourceVersion" not in json_patch_guards(bind)
+    assert json_patch_edits(bind)[REQUESTER_PATH] == "uid-a req-a"
+    assert json_patch_edits(bind)["/metadata/finalizers"] == [api.ORIGINAL.runner_finalizer]
     assert rec.actions[3][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "false"}}}
     assert ("bind", "") in rec.counts and ("wake", "") in rec.counts
     assert "create" not in rec.verbs()
@@ -436,7 +450,7 @@ async def test_binding_a_sleeper_refused_by_an_admission_policy_is_a_status_erro
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     original = rec.patch_pod
 
-    async def refuse_runner(name: str, patch: RawObj) -> dict[str, Any]:
+    async def refuse_runner(name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
         if name != "req-a":
             rec.actions.append(("patch", name, patch))
             raise denied
@@ -652,11 +666,12 @@ async def test_requester_deletion_sleeps_then_unbinds_then_lets_go(caplog: pytes
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.verbs() == ["patch", "sleep", "patch", "patch"]
     assert rec.actions[0][2] == {"metadata": {"labels": {api.SLEEPING_LABEL: "true"}}}
-    unbind = rec.actions[2][2]["metadata"]
-    assert unbind["annotations"] == {api.REQUESTER_ANNOTATION: None}
-    assert unbind["$deleteFromPrimitiveList/finalizers"] == list(api.RUNNER_FINALIZERS)
+    unbind = rec.actions[2][2]
+    assert json_patch_guards(unbind)[REQUESTER_PATH] == "uid-a req-a"  # still bound to it
+    assert json_patch_edits(unbind)[REQUESTER_PATH] is None
+    assert removed_finalizers(unbind) == [api.ORIGINAL.runner_finalizer]
     assert rec.actions[3][1] == "req-a"
-    assert rec.actions[3][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [api.REQUESTER_FINALIZER]
+    assert removed_finalizers(rec.actions[3][2]) == [api.REQUESTER_FINALIZER]
     messages = [x.getMessage() for x in caplog.records]
     assert messages.index(LogMsg.SLEPT) < messages.index(LogMsg.UNBOUND_RUNNER)
 
@@ -740,9 +755,7 @@ async def test_runner_deleted_by_someone_else_takes_the_requester_along() -> Non
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.actions[0] == ("delete", "req-a", "uid-a", None)
     assert rec.actions[1][1] == "req-a-server"
-    assert rec.actions[1][2]["metadata"]["$deleteFromPrimitiveList/finalizers"] == [
-        api.ORIGINAL.runner_finalizer
-    ]
+    assert removed_finalizers(rec.actions[1][2]) == [api.ORIGINAL.runner_finalizer]
     # The runner's container still runs: the requester keeps its finalizer for now.
     assert len(rec.actions) == 2
     await r.reconcile(ServerKey("uid-a"))
@@ -986,7 +999,7 @@ async def test_a_head_requester_binds_a_sleeper_an_original_controller_left() ->
     r, rec = make(world, gpus={REQ_IP: [gpu_uuid("node-1", 0)]})
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.verbs() == ["query_gpus", "patch", "wake", "patch", "patch"]
-    assert rec.actions[1][2]["metadata"]["finalizers"] == ["dual-pods.llm-d.ai/provider"]
+    assert json_patch_edits(rec.actions[1][2])["/metadata/finalizers"] == ["dual-pods.llm-d.ai/provider"]
 
 
 async def test_a_runner_bound_under_head_names_is_unbound_of_its_provider_finalizer() -> None:
@@ -1001,8 +1014,7 @@ async def test_a_runner_bound_under_head_names_is_unbound_of_its_provider_finali
     r, rec = make(world)
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert rec.verbs() == ["patch", "sleep", "patch", "patch"]
-    unbind = rec.actions[2][2]["metadata"]
-    assert "dual-pods.llm-d.ai/provider" in unbind["$deleteFromPrimitiveList/finalizers"]
+    assert removed_finalizers(rec.actions[2][2]) == ["dual-pods.llm-d.ai/provider"]
 
 
 async def test_a_runner_deleted_with_the_provider_finalizer_is_let_go() -> None:
@@ -1014,13 +1026,11 @@ async def test_a_runner_deleted_with_the_provider_finalizer_is_let_go() -> None:
     r, rec = make(world)
     await r.reconcile(ServerKey("uid-a"))
     dropped = [
-        a[2]["metadata"]
+        removed_finalizers(a[2])
         for a in rec.actions
-        if a[0] == "patch"
-        and a[1] == "req-a-server"
-        and "$deleteFromPrimitiveList/finalizers" in a[2]["metadata"]
+        if a[0] == "patch" and a[1] == "req-a-server" and isinstance(a[2], list)
     ]
-    assert dropped and dropped[0]["$deleteFromPrimitiveList/finalizers"] == ["dual-pods.llm-d.ai/provider"]
+    assert dropped and dropped[0] == ["dual-pods.llm-d.ai/provider"]
 
 
 async def test_a_requester_with_both_server_patches_gets_the_status_error_in_both_and_nothing_else() -> None:

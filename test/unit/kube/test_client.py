@@ -3,6 +3,7 @@ content type, JSON body, User-Agent) and how a refusal comes back."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from dpctl.kube import Kube
@@ -97,6 +98,31 @@ async def test_calls_carry_credentials_query_and_json_body(tmp_path: Path) -> No
         "application/strategic-merge-patch+json",
         "dpctl",
     )
-    assert patch[5] == b'{"metadata": {"labels": {"a": "b"}}}'
-    assert delete[0] == "DELETE" and b'"preconditions": {"uid": "u1"}' in delete[5]
+    assert patch[5] == b'{"metadata":{"labels":{"a":"b"}}}'
+    assert delete[0] == "DELETE" and b'"preconditions":{"uid":"u1"}' in delete[5]
     assert calls == [("patch", "pods", 200), ("delete", "pods", 409)]
+
+
+async def test_an_undecoded_delete_answer_still_frees_its_connection(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from dpctl.kube import PODS
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Pod", "metadata": {"name": request.match_info["name"]}})
+
+    app = web.Application()
+    app.router.add_route("DELETE", "/api/v1/namespaces/ns/pods/{name}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    # One connection in the pool: a second call could not start if the first held it.
+    kube = await Kube.connect(str(kubeconfig(tmp_path, server=f"http://127.0.0.1:{port}")), pool_size=1)
+    try:
+        await kube.delete(PODS, "a", "ns")
+        await asyncio.wait_for(kube.delete(PODS, "b", "ns"), timeout=10)
+    finally:
+        await kube.close()
+        await runner.cleanup()

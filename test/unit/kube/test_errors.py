@@ -52,6 +52,21 @@ def test_status_properties(status: int, flags: set[str]) -> None:
     assert {n for n in names if getattr(err, n)} == flags
 
 
+# The API server's whole answer to a JSON patch whose test failed (kube-apiserver 1.36).
+NOT_APPLIED = ApiError(422, "Invalid", "the server rejected our request due to an error in our request")
+
+
+def test_a_json_patch_whose_test_failed_is_a_conflict_not_a_refusal() -> None:
+    assert NOT_APPLIED.patch_not_applied and NOT_APPLIED.conflict
+    assert not NOT_APPLIED.refused  # the object changed: no fault of the request's to report
+    assert is_transient(NOT_APPLIED)
+
+
+def test_a_validation_failure_is_not_taken_for_a_failed_patch_test() -> None:
+    invalid = ApiError(422, "Invalid", 'Pod "r-1" is invalid: metadata.labels: Invalid value')
+    assert invalid.refused and not invalid.patch_not_applied and not invalid.conflict
+
+
 def test_detail_drops_the_leading_object_name() -> None:
     invalid = ApiError(422, "Invalid", 'Pod "r-1" is invalid: spec.nodeName: Invalid value: "n2"')
     assert invalid.detail == 'spec.nodeName: Invalid value: "n2"'

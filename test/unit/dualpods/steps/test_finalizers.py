@@ -38,18 +38,18 @@ def context(pods: Pods) -> Context:
     )
 
 
-async def test_dropping_the_runner_finalizer_is_a_uid_preconditioned_patch() -> None:
+async def test_dropping_the_runner_finalizer_is_a_json_patch_guarded_by_uid_and_its_place() -> None:
     pods = Pods()
     await drop_runner_finalizer(context(pods), runner())
+    path = "/metadata/finalizers/0"
     assert pods.patches == [
         (
             "req-a-server",
-            {
-                "metadata": {
-                    "uid": "uid-r",
-                    "$deleteFromPrimitiveList/finalizers": [api.ORIGINAL.runner_finalizer],
-                }
-            },
+            [
+                {"op": "test", "path": "/metadata/uid", "value": "uid-r"},
+                {"op": "test", "path": path, "value": api.ORIGINAL.runner_finalizer},
+                {"op": "remove", "path": path},
+            ],
         )
     ]
 
@@ -62,10 +62,13 @@ async def test_dropping_the_runner_finalizer_is_a_uid_preconditioned_patch() -> 
         ApiError(
             422, "Invalid", "no new finalizers can be added if the object is being deleted", "PATCH", "/p"
         ),
+        ApiError(
+            422, "Invalid", "the server rejected our request due to an error in our request", "PATCH", "/p"
+        ),
     ],
-    ids=["gone", "replaced", "being-deleted"],
+    ids=["gone", "replaced", "being-deleted", "a-tested-field-changed"],
 )
-async def test_a_pod_gone_replaced_or_being_deleted_is_no_error(error: ApiError) -> None:
+async def test_a_pod_gone_replaced_changed_or_being_deleted_is_no_error(error: ApiError) -> None:
     await patch_ignoring_gone(context(Pods(error)), runner(), {"metadata": {"labels": {"a": "b"}}})
 
 
