@@ -61,6 +61,15 @@ class EventType(StrEnum):
     DELETED = "DELETED"
 
 
+class InstanceState(VllmConfig):
+    """An instance as the API shows it (what `state_object` writes), read back by a client."""
+
+    status: Status
+    instance_id: str
+    revision: int = 0
+    exit_code: int | None = None
+
+
 def state_object(status: Status, instance_id: str, revision: int, config: VllmConfig) -> dict[str, Any]:
     """An instance as the API shows it: status, id, the revision of its latest event, and the
     config's non-null fields (``env_vars`` with the injected ``CUDA_VISIBLE_DEVICES``)."""

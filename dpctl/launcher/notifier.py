@@ -20,11 +20,11 @@ import os
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-import aiohttp
-
 from dpctl.api import INFERENCE_SERVER_CONTAINER, INSTANCE_SIGNATURE_ANNOTATION
+from dpctl.clients.http import HttpClient
+from dpctl.clients.launcher import LauncherClient
 from dpctl.kube import PODS, Kube, RawObj
-from dpctl.launcher.api import DEFAULT_PORT, INSTANCES_PATH
+from dpctl.launcher.api import DEFAULT_PORT
 from dpctl.log import setup_plain
 
 log = logging.getLogger("dpctl.launcher-notifier")
@@ -34,7 +34,6 @@ DEFAULT_BASE_URL: Final = f"http://127.0.0.1:{DEFAULT_PORT}"
 READY_POLL_S: Final = 5.0
 POLL_S: Final = 2.0
 ERROR_BACKOFF_S: Final = 5.0
-LAUNCHER_TIMEOUT_S: Final = 5.0
 EXIT_USAGE: Final = 2
 
 
@@ -104,18 +103,13 @@ class KubePod:
 
 
 class HttpLauncher:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
-        self.session, self.url = session, base_url.rstrip("/") + INSTANCES_PATH
+    """The launcher in this Pod, through the controller's own client of its API."""
+
+    def __init__(self, client: LauncherClient, base_url: str) -> None:
+        self.client, self.base = client, base_url.rstrip("/")
 
     async def instances(self) -> Mapping[str, Any]:
-        async with self.session.get(
-            self.url, timeout=aiohttp.ClientTimeout(total=LAUNCHER_TIMEOUT_S)
-        ) as resp:
-            resp.raise_for_status()
-            listing = await resp.json()
-        if not isinstance(listing, dict):
-            raise ValueError(f"the launcher's instance list is not an object: {listing!r}")
-        return listing
+        return await self.client.listing(self.base)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,11 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(namespace: str, pod_name: str, base_url: str) -> int:
     kube = await Kube.connect()
+    http = HttpClient()
     try:
-        async with aiohttp.ClientSession() as session:
-            notifier = Notifier(KubePod(kube, namespace, pod_name), HttpLauncher(session, base_url))
-            log.info("Launcher Pod notifier started for pod %s/%s against %s", namespace, pod_name, base_url)
-            while True:  # noqa: ASYNC110 - polling is the sidecar's protocol (§3.3)
-                await asyncio.sleep(await notifier.step())
+        notifier = Notifier(KubePod(kube, namespace, pod_name), HttpLauncher(LauncherClient(http), base_url))
+        log.info("Launcher Pod notifier started for pod %s/%s against %s", namespace, pod_name, base_url)
+        while True:  # noqa: ASYNC110 - polling is the sidecar's protocol (§3.3)
+            await asyncio.sleep(await notifier.step())
     finally:
+        await http.close()
         await kube.close()

@@ -23,9 +23,9 @@ from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from dpctl.clients import HttpCallError, HttpClient, LauncherClient
 from dpctl.launcher.main import add_arguments
 from dpctl.launcher.notifier import HttpLauncher, signature
 from helpers import wait_for
@@ -168,8 +168,11 @@ def emulator_options(port: int) -> str:
 async def test_the_notifier_reads_the_launchers_list_over_http(emulated: Launcher) -> None:
     instance_id = new_id()
     emulated.put(instance_id, emulator_options(free_port()))
-    async with aiohttp.ClientSession() as session:
-        listing = await HttpLauncher(session, emulated.url + "/").instances()
+    http = HttpClient()
+    try:
+        listing = await HttpLauncher(LauncherClient(http), emulated.url + "/").instances()
+    finally:
+        await http.close()
     assert [instance_id, "running"] in [[i["instance_id"], i["status"]] for i in listing["instances"]]
     assert signature(listing) == signature(emulated.call("GET", "/v2/vllm/instances").json())
     emulated.call("DELETE", f"/v2/vllm/instances/{instance_id}")
@@ -528,3 +531,30 @@ def test_sigterm_stops_every_instance_and_exits_0(tmp_path: Path) -> None:
     pids = stubborn_pids(launcher, instance_id)
     assert stop_launcher(launcher) == 0
     assert all(gone(p) for p in pids)
+
+
+async def test_the_controller_s_client_creates_lists_and_deletes_instances(emulated: Launcher) -> None:
+    instance_id = new_id()
+    body = {
+        "options": emulator_options(free_port()),
+        "annotations": {"isc-name": "opt", "inference-port": "1"},
+    }
+    http = HttpClient()
+    client = LauncherClient(http)
+    try:
+        created = await client.create(emulated.url, instance_id, body)
+        assert (created.status, created.instance_id, created.annotations) == (
+            "running",
+            instance_id,
+            body["annotations"],
+        )
+        with pytest.raises(HttpCallError) as taken:
+            await client.create(emulated.url, instance_id, body)
+        assert taken.value.status == 409
+        listed = {i.instance_id: i for i in await client.instances(emulated.url)}
+        assert listed[instance_id].status == "running" and listed[instance_id].revision >= 1
+        assert await client.delete(emulated.url, instance_id) is True
+        assert await client.delete(emulated.url, instance_id) is False  # gone is gone
+        assert instance_id not in {i.instance_id for i in await client.instances(emulated.url)}
+    finally:
+        await http.close()
