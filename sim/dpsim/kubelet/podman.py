@@ -37,6 +37,7 @@ from dpctl.log import KV
 from dpsim.kubelet.runtime import ContainerHandle, ContainerSpec, Exit, ExitCallback, Launch, StartFailed
 
 PODMAN: Final = "podman"
+NSENTER: Final = "nsenter"
 # A pull from a loopback registry takes seconds; the bound is for a registry that hangs.
 PULL_TIMEOUT_S: Final = 180.0
 # create/start/inspect/rm/kill are local; podman's own locking can take a while on 2 busy cores.
@@ -244,6 +245,8 @@ class PodmanRuntime:
     state_dir: Path
     prefixes: tuple[str, ...]
     log: KV
+    # Pull from here (the host's network namespace), where a registry on the host's loopback is.
+    host_netns: Path | None = None
     _handles: dict[str, _PodmanHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _identity: str = field(default_factory=_kubelet_identity)
@@ -262,7 +265,10 @@ class PodmanRuntime:
                 raise LookupError(image)
             return Pulled(present[0], present[1], None)
         began = time.monotonic()
-        await _run([PODMAN, "pull", "--quiet", image], PULL_TIMEOUT_S)
+        pull = [PODMAN, "pull", "--quiet", image]
+        if self.host_netns is not None:
+            pull = [NSENTER, f"--net={self.host_netns}", "--", *pull]
+        await _run(pull, PULL_TIMEOUT_S)
         took = time.monotonic() - began
         found = await self._inspect_image(image)
         if found is None:

@@ -20,6 +20,7 @@ import aiohttp
 
 from dpctl.kube import ApiError
 from dpsim.kubelet.containers import ContainerRecord, CrashBackoff
+from dpsim.kubelet.ips import LOOPBACK, AddressPlan
 from dpsim.kubelet.probes import ProbeWorker
 from dpsim.kubelet.runtime import ContainerHandle, Exit
 from dpsim.kubelet.status import ConditionClock
@@ -42,6 +43,8 @@ class SyncSettings:
     node_allocatable: Mapping[str, str]
     # The API server's URL (``KUBERNETES_SERVICE_HOST``/``PORT`` of real containers).
     api_server: str = ""
+    # Where pod IPs come from (``ips``).
+    address_plan: AddressPlan = LOOPBACK
 
 
 @dataclass

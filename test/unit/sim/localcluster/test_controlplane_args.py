@@ -12,6 +12,8 @@ import yaml
 
 from dpsim.localcluster import cluster as lc
 from dpsim.localcluster import controlplane as cp
+from dpsim.localcluster import netns
+from dpsim.localcluster.controlplane import ControlPlaneError
 from dpsim.localcluster.bins import Bins
 
 BINS = Bins(Path("/opt/k8s/bin"), Path("/opt/etcd/bin"), Path("/opt/helm/bin"))
@@ -182,6 +184,44 @@ def test_ports_pick_distinct_free_loopback_ports() -> None:
     for port in values:  # free right now: we can bind each
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_apiserver_listens_where_the_settings_say(layout: cp.Layout) -> None:
+    settings = cp.ControlPlaneSettings(apiserver_address="198.19.255.1")
+    f = flags(cp.apiserver_args(BINS, layout, PORTS, settings))
+    assert (f["bind-address"], f["advertise-address"]) == ("198.19.255.1", "198.19.255.1")
+    assert f["etcd-servers"] == "http://127.0.0.1:12379"  # etcd stays on loopback
+
+
+def test_kubelet_args_in_a_network_namespace() -> None:
+    net = netns.PodNetwork(block=2)
+    argv = lc.kubelet_args(
+        "/venv/bin/python",
+        kubeconfig=Path("/s/admin.kubeconfig"),
+        state_dir=Path("/s"),
+        nodes=2,
+        gpus=4,
+        gpu_product="NVIDIA-L40S",
+        ca_cert=Path("/s/pki/ca.crt"),
+        ca_key=Path("/s/pki/ca.key"),
+        address_block=2,
+        network=net,
+        host_netns=Path("/proc/7/ns/net"),
+    )
+    assert argv[:3] == ["nsenter", "--net=/run/netns/dpctl-b2", "--"]
+    pairs = dict(zip(argv[7::2], argv[8::2], strict=True))
+    assert (pairs["--network"], pairs["--host-netns"], pairs["--address-block"]) == (
+        "netns",
+        "/proc/7/ns/net",
+        "2",
+    )
+
+
+def test_network_choice() -> None:
+    assert lc.network_choice(None) == lc.DEFAULT_NETWORK
+    assert lc.network_choice("loopback") == "loopback"
+    with pytest.raises(ControlPlaneError, match=lc.NETWORK_ENV):
+        lc.network_choice("host")
 
 
 def test_kubelet_args() -> None:
