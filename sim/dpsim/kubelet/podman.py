@@ -8,7 +8,8 @@ period: ``podman stop --time``), ``kill``, ``exec_sync``; a restart is a new con
 
 Owns, for such containers: the image pull (:meth:`PodmanRuntime.pull`, per ``imagePullPolicy``,
 its error in podman's words for the launcher's ``ErrImagePull``), the ``podman create`` command
-line (host network, the pod's env, ``command``/``args`` over the image's entrypoint/cmd, the
+line (host network: the kubelet's, which is the local cluster's namespace when it has one, while
+pulls then run in the host's, where the registry's loopback address is; the pod's env, ``command``/``args`` over the image's entrypoint/cmd, the
 securityContext's user, read-only root and capabilities, the pod's volumes as bind mounts), the
 CRI-format log (conmon writes it: ``--log-driver k8s-file`` straight into the file that
 ``kubectl logs`` reads), and the exit code (``podman wait``). Containers carry the labels of
