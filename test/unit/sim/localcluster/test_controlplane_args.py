@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,8 +14,8 @@ import yaml
 from dpsim.localcluster import cluster as lc
 from dpsim.localcluster import controlplane as cp
 from dpsim.localcluster import netns
-from dpsim.localcluster.controlplane import ControlPlaneError
 from dpsim.localcluster.bins import Bins
+from dpsim.localcluster.controlplane import ControlPlaneError
 
 BINS = Bins(Path("/opt/k8s/bin"), Path("/opt/etcd/bin"), Path("/opt/helm/bin"))
 PORTS = cp.Ports(
@@ -193,9 +194,8 @@ def test_apiserver_listens_where_the_settings_say(layout: cp.Layout) -> None:
     assert f["etcd-servers"] == "http://127.0.0.1:12379"  # etcd stays on loopback
 
 
-def test_kubelet_args_in_a_network_namespace() -> None:
-    net = netns.PodNetwork(block=2)
-    argv = lc.kubelet_args(
+def kubelet_args(**kw: Any) -> list[str]:
+    return lc.kubelet_args(
         "/venv/bin/python",
         kubeconfig=Path("/s/admin.kubeconfig"),
         state_dir=Path("/s"),
@@ -204,10 +204,13 @@ def test_kubelet_args_in_a_network_namespace() -> None:
         gpu_product="NVIDIA-L40S",
         ca_cert=Path("/s/pki/ca.crt"),
         ca_key=Path("/s/pki/ca.key"),
-        address_block=2,
-        network=net,
-        host_netns=Path("/proc/7/ns/net"),
+        **kw,
     )
+
+
+def test_kubelet_args_in_a_network_namespace() -> None:
+    net = netns.PodNetwork(block=2)
+    argv = kubelet_args(address_block=2, network=net, host_netns=Path("/proc/7/ns/net"))
     assert argv[:3] == ["nsenter", "--net=/run/netns/dpctl-b2", "--"]
     pairs = dict(zip(argv[7::2], argv[8::2], strict=True))
     assert (pairs["--network"], pairs["--host-netns"], pairs["--address-block"]) == (
@@ -225,17 +228,7 @@ def test_network_choice() -> None:
 
 
 def test_kubelet_args() -> None:
-    argv = lc.kubelet_args(
-        "/venv/bin/python",
-        kubeconfig=Path("/s/admin.kubeconfig"),
-        state_dir=Path("/s"),
-        nodes=2,
-        gpus=4,
-        gpu_product="NVIDIA-L40S",
-        ca_cert=Path("/s/pki/ca.crt"),
-        ca_key=Path("/s/pki/ca.key"),
-        kubelet_port=20250,
-    )
+    argv = kubelet_args(kubelet_port=20250)
     assert argv[:4] == ["/venv/bin/python", "-m", "dpctl", "sim-kubelet"]
     pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
     assert pairs == {
