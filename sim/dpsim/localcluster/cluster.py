@@ -283,34 +283,44 @@ class LocalCluster:
 
     def _reserve_network(self) -> None:
         """Address blocks, and the namespace unless loopback is asked for or it cannot be made."""
-        why = "asked for" if self.network_choice == "loopback" else netns.unavailable()
-        if why is None:
-            blocks = AddressBlocks.reserve(-(-self.nodes // NETNS.nodes_per_block), NETNS)
-            net = netns.PodNetwork(blocks.first, len(blocks))
-            try:
-                netns.create(net)
-            except (netns.NetnsError, OSError, subprocess.SubprocessError) as e:
-                blocks.release()
-                why = str(e)
-            else:
-                self._address_blocks, self.network = blocks, net
-                settings = dataclasses.replace(
-                    self.control_plane.settings, apiserver_address=net.host_address
-                )
-                self.control_plane.settings = settings
-                self.network_note = (
-                    f"pods in network namespace {net.name} ({', '.join(net.networks())}), "
-                    f"API server on {net.host_address}"
-                )
-                return
+        made = self._make_netns() if self.network_choice != "loopback" else "asked for"
+        if not isinstance(made, str):
+            self._address_blocks, self.network = made
+            net = made[1]
+            settings = dataclasses.replace(self.control_plane.settings, apiserver_address=net.host_address)
+            self.control_plane.settings = settings
+            self.network_note = (
+                f"pods in network namespace {net.name} ({', '.join(net.networks())}), "
+                f"API server on {net.host_address}"
+            )
+            return
         if self.network_choice == "netns":
-            raise ControlPlaneError(f"no network namespace for the local cluster: {why}")
+            raise ControlPlaneError(f"no network namespace for the local cluster: {made}")
         self._address_blocks = AddressBlocks.reserve(-(-self.nodes // LOOPBACK.nodes_per_block), LOOPBACK)
-        self.network_note = f"pods on loopback ({why}): Services get no endpoints"
+        self.network_note = f"pods on loopback ({made}): Services get no endpoints"
         if self.network_choice == "auto":
             warnings.warn(
-                f"local cluster: no network namespace, {self.network_note}", RuntimeWarning, stacklevel=2
+                f"local cluster: no network namespace, {self.network_note}", RuntimeWarning, stacklevel=3
             )
+
+    def _make_netns(self) -> tuple[AddressBlocks, netns.PodNetwork] | str:
+        """The namespace and the blocks it routes, or why there is none."""
+        why = netns.unavailable()
+        if why is not None:
+            return why
+        if self.nodes > NETNS.max_nodes:
+            return f"{self.nodes} nodes, more than the namespace's range holds ({NETNS.max_nodes})"
+        try:
+            blocks = AddressBlocks.reserve(-(-self.nodes // NETNS.nodes_per_block), NETNS)
+        except ControlPlaneError as e:
+            return str(e)
+        net = netns.PodNetwork(blocks.first, len(blocks))
+        try:
+            netns.create(net)
+        except (netns.NetnsError, OSError, subprocess.SubprocessError) as e:
+            blocks.release()
+            return str(e)
+        return blocks, net
 
     def _start_kubelet(self, timeout: float) -> None:
         cp = self.control_plane

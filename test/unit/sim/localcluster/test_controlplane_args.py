@@ -220,6 +220,23 @@ def test_kubelet_args_in_a_network_namespace() -> None:
     )
 
 
+def test_without_a_namespace_auto_falls_back_to_loopback_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(netns, "unavailable", lambda: "not running as root")
+    cluster = lc.LocalCluster(tmp_path, BINS, nodes=2, network="auto")
+    with pytest.warns(RuntimeWarning, match="not running as root"):
+        cluster._reserve_network()
+    try:
+        assert cluster.network is None
+        assert cluster.network_note == "pods on loopback (not running as root): Services get no endpoints"
+        assert cluster.control_plane.settings.apiserver_address == "127.0.0.1"
+    finally:
+        cluster.stop()
+    with pytest.raises(ControlPlaneError, match=r"no network namespace.*not running as root"):
+        lc.LocalCluster(tmp_path, BINS, nodes=2, network="netns")._reserve_network()
+
+
 def test_network_choice() -> None:
     assert lc.network_choice(None) == lc.DEFAULT_NETWORK
     assert lc.network_choice("loopback") == "loopback"
