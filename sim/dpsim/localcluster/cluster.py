@@ -285,8 +285,8 @@ class LocalCluster:
         """Address blocks, and the namespace unless loopback is asked for or it cannot be made."""
         made = self._make_netns() if self.network_choice != "loopback" else "asked for"
         if not isinstance(made, str):
-            self._address_blocks, self.network = made
-            net = made[1]
+            self._address_blocks, net = made
+            self.network = net
             settings = dataclasses.replace(self.control_plane.settings, apiserver_address=net.host_address)
             self.control_plane.settings = settings
             self.network_note = (
