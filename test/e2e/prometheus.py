@@ -3,7 +3,8 @@
 It discovers Pods with ``kubernetes_sd_configs`` ``role: pod`` through the cluster's kubeconfig,
 keeps the containers' ports named ``metrics`` of the chart-installed controller, and relabels the
 ``namespace`` and ``pod`` target labels the way prometheus-operator does (the dashboard's queries
-select by ``namespace``). It also loads the chart's alert rules. This module owns its start, its
+select by ``namespace``); or, as a ServiceMonitor does, ``role: endpoints`` of the chart's
+Service (``service_scrape_config``: it needs Services with endpoints, see docs/local-cluster.md). It also loads the chart's alert rules. This module owns its start, its
 config and its HTTP query API; the tests own what they ask.
 """
 
@@ -48,6 +49,23 @@ def scrape_config(kubeconfig: Path, namespace: str, selector: str) -> dict[str, 
                 "regex": "metrics",
                 "action": "keep",
             },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+
+
+def service_scrape_config(kubeconfig: Path, namespace: str, service: str) -> dict[str, Any]:
+    """The scrape job a ServiceMonitor of the chart's Service makes: its endpoints' port ``metrics``."""
+    return {
+        "job_name": JOB,
+        "scrape_interval": SCRAPE_INTERVAL,
+        "kubernetes_sd_configs": [
+            {"role": "endpoints", "kubeconfig_file": str(kubeconfig), "namespaces": {"names": [namespace]}}
+        ],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_service_name"], "regex": service, "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "metrics", "action": "keep"},
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         ],

@@ -8,8 +8,8 @@ seconds; the shape of every object is the recipe's.
 
 On a cluster other than the local one, ``$DPCTL_E2E_REQUESTER_IMAGE`` names a requester image it
 can pull. Pod HTTP endpoints (``/is_sleeping``, ``/metrics``) are reached directly on the local
-cluster (pod IPs are loopback addresses, which the API server refuses to proxy) and through the
-API server's pod proxy elsewhere.
+cluster (its pod IPs are routed to this machine's processes; on its loopback fallback the API
+server would refuse to proxy them) and through the API server's pod proxy elsewhere.
 """
 
 from __future__ import annotations

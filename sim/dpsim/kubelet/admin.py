@@ -1,6 +1,6 @@
 """The simulated kubelet's admin API (its client is ``ctl``).
 
-A plain-HTTP server on 127.0.0.1 (a free port, written with the pid to
+A plain-HTTP server on the first node's address (a free port, written with the pid to
 ``<state dir>/kubelet-admin.json``) through which tests and people change what a node does:
 
 - ``GET  /healthz``                      -> ``ok``
@@ -38,12 +38,14 @@ class AdminServer:
     def __init__(
         self,
         state_dir: Path,
+        host: str,
         agents: Mapping[str, NodeAgent],
         add_node: Callable[[str], Awaitable[NodeAgent]],
         log: KV,
         ledger: GpuLedger | None = None,
     ) -> None:
         self._file = state_dir / ADMIN_FILE
+        self._host = host
         self._ledger = ledger
         self._agents = agents
         self._add_node = add_node
@@ -58,13 +60,14 @@ class AdminServer:
         app.router.add_get("/ledger", self._ledger_state)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self._host, 0)
         await site.start()
         port = int(self._runner.addresses[0][1])
+        url = f"http://{self._host}:{port}"
         tmp = self._file.with_name(f".{self._file.name}.tmp")
-        tmp.write_text(json.dumps({"port": port, "pid": os.getpid(), "url": f"http://127.0.0.1:{port}"}))
+        tmp.write_text(json.dumps({"port": port, "pid": os.getpid(), "url": url}))
         os.replace(tmp, self._file)
-        self._log.info("Admin API listening", url=f"http://127.0.0.1:{port}", file=str(self._file))
+        self._log.info("Admin API listening", url=url, file=str(self._file))
         return port
 
     async def close(self) -> None:

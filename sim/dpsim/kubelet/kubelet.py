@@ -39,12 +39,11 @@ from dpctl.informer import Informer, kube_lister
 from dpctl.kube import NODES, PODS, Kube, RawObj, objects
 from dpctl.workqueue.queue import RateLimitingQueue
 from dpctl.workqueue.workers import run_workers
-from dpsim.kubelet import ips
 from dpsim.kubelet.admin import AdminServer
 from dpsim.kubelet.events import PodEvents
 from dpsim.kubelet.hollow import HollowRuntime, LedgerMode
 from dpsim.kubelet.hollownet import ListenMode
-from dpsim.kubelet.ips import node_index, node_ip, node_name
+from dpsim.kubelet.ips import LOOPBACK, AddressPlan, node_index, node_name
 from dpsim.kubelet.logserver import LogServer
 from dpsim.kubelet.nodes import NodeAgent, NodeShape
 from dpsim.kubelet.podman import PodmanRuntime
@@ -83,8 +82,12 @@ class KubeletConfig:
     ca_cert: Path | None = None
     ca_key: Path | None = None
     kubelet_port: int = 10250
-    # Which 256-node block of 127.64.0.0/10 this cluster's addresses come from (see ips.py).
+    # Where node and pod addresses come from, and which of its blocks is this cluster's (ips.py).
+    address_plan: AddressPlan = LOOPBACK
     address_block: int = 0
+    # The host's network namespace, when this kubelet runs in the local cluster's own: image
+    # pulls reach a registry on the host's loopback from there.
+    host_netns: Path | None = None
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
     max_grace: float = 30.0
@@ -165,6 +168,7 @@ class SimKubelet:
             base_env=_base_env(cfg.python),
             node_allocatable=self._shape.resources(),
             api_server=access.server,
+            address_plan=cfg.address_plan,
         )
         self._tokens = TokenManager(kube, access)
         self._events = PodEvents(kube)
@@ -184,7 +188,10 @@ class SimKubelet:
         ca = pki.load_ca(cfg.ca_cert, cfg.ca_key) if cfg.ca_cert and cfg.ca_key else None
         self._logs = LogServer(self.syncer.find, cfg.state_dir / "kubelet" / "pki", ca, cfg.ca_cert, _log)
         ledger = runtime.ledger if isinstance(runtime, HollowRuntime) else None
-        self._admin = AdminServer(cfg.state_dir, self.agents, self._add_node, _log, ledger)
+        # On the first node's address: the tests reach it wherever this kubelet's network is (the
+        # host's loopback, or the local cluster's namespace through its veth pair).
+        admin_host = cfg.address_plan.node_ip(cfg.address_block * cfg.address_plan.nodes_per_block)
+        self._admin = AdminServer(cfg.state_dir, admin_host, self.agents, self._add_node, _log, ledger)
         self._informer.add_handlers(
             on_add=self._on_pod, on_update=lambda _, new: self._on_pod(new), on_delete=self._on_pod
         )
@@ -200,7 +207,11 @@ class SimKubelet:
             if cfg.hollow
             else ProcessRuntime()
         )
-        podman = PodmanRuntime(cfg.state_dir, cfg.podman_images, _log) if cfg.podman_images else None
+        podman = (
+            PodmanRuntime(cfg.state_dir, cfg.podman_images, _log, cfg.host_netns)
+            if cfg.podman_images
+            else None
+        )
         kubelet: SimKubelet | None = None
         try:
             version = str((await kube.request_json("GET", "/version")).get("gitVersion", "v0.0.0"))
@@ -257,11 +268,12 @@ class SimKubelet:
     # -- nodes ----------------------------------------------------------------------------------
 
     async def _add_agent(self, name: str) -> NodeAgent:
-        index = node_index(name, self.cfg.node_prefix) + self.cfg.address_block * ips.NODES_PER_BLOCK
+        plan = self.cfg.address_plan
+        index = node_index(name, self.cfg.node_prefix) + self.cfg.address_block * plan.nodes_per_block
         agent = NodeAgent(
             self._kube,
             name,
-            node_ip(index),
+            plan.node_ip(index),
             self.cfg.kubelet_port,
             self._shape,
             self._version,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from dpctl import log
 from dpsim.kubelet import ctl
+from dpsim.kubelet.ips import LOOPBACK, PLANS
 
 if TYPE_CHECKING:
     from dpsim.kubelet.kubelet import KubeletConfig
@@ -64,7 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--address-block",
         type=int,
         default=0,
-        help="which block of 256 node addresses to use (127.(64+block).x.y); one per local cluster",
+        help="which block of node addresses of --network to use (see dpsim.kubelet.ips); one per local cluster",
+    )
+    parser.add_argument(
+        "--network",
+        choices=sorted(PLANS),
+        default=LOOPBACK.name,
+        help="node and pod addresses on the host's loopback, or in the local cluster's network namespace "
+        "(run this kubelet there)",
+    )
+    parser.add_argument(
+        "--host-netns",
+        type=Path,
+        help="the host's network namespace (a /proc/PID/ns/net), where image pulls run when --network netns",
     )
     parser.add_argument(
         "--hollow",
@@ -136,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         max_grace=args.max_grace,
         status_interval=args.status_interval,
         workers=args.workers,
+        address_plan=PLANS[args.network],
         address_block=args.address_block,
+        host_netns=args.host_netns,
         hollow=args.hollow,
         hollow_listen=args.hollow_listen,
         hollow_ledger=args.hollow_ledger,

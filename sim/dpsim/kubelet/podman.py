@@ -8,7 +8,8 @@ period: ``podman stop --time``), ``kill``, ``exec_sync``; a restart is a new con
 
 Owns, for such containers: the image pull (:meth:`PodmanRuntime.pull`, per ``imagePullPolicy``,
 its error in podman's words for the launcher's ``ErrImagePull``), the ``podman create`` command
-line (host network, the pod's env, ``command``/``args`` over the image's entrypoint/cmd, the
+line (host network: the kubelet's, which is the local cluster's namespace when it has one, while
+pulls then run in the host's, where the registry's loopback address is; the pod's env, ``command``/``args`` over the image's entrypoint/cmd, the
 securityContext's user, read-only root and capabilities, the pod's volumes as bind mounts), the
 CRI-format log (conmon writes it: ``--log-driver k8s-file`` straight into the file that
 ``kubectl logs`` reads), and the exit code (``podman wait``). Containers carry the labels of
@@ -37,6 +38,7 @@ from dpctl.log import KV
 from dpsim.kubelet.runtime import ContainerHandle, ContainerSpec, Exit, ExitCallback, Launch, StartFailed
 
 PODMAN: Final = "podman"
+NSENTER: Final = "nsenter"
 # A pull from a loopback registry takes seconds; the bound is for a registry that hangs.
 PULL_TIMEOUT_S: Final = 180.0
 # create/start/inspect/rm/kill are local; podman's own locking can take a while on 2 busy cores.
@@ -244,6 +246,8 @@ class PodmanRuntime:
     state_dir: Path
     prefixes: tuple[str, ...]
     log: KV
+    # Pull from here (the host's network namespace), where a registry on the host's loopback is.
+    host_netns: Path | None = None
     _handles: dict[str, _PodmanHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _identity: str = field(default_factory=_kubelet_identity)
@@ -262,7 +266,10 @@ class PodmanRuntime:
                 raise LookupError(image)
             return Pulled(present[0], present[1], None)
         began = time.monotonic()
-        await _run([PODMAN, "pull", "--quiet", image], PULL_TIMEOUT_S)
+        pull = [PODMAN, "pull", "--quiet", image]
+        if self.host_netns is not None:
+            pull = [NSENTER, f"--net={self.host_netns}", "--", *pull]
+        await _run(pull, PULL_TIMEOUT_S)
         took = time.monotonic() - began
         found = await self._inspect_image(image)
         if found is None:

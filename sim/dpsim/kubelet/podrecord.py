@@ -20,6 +20,7 @@ import aiohttp
 
 from dpctl.kube import ApiError
 from dpsim.kubelet.containers import ContainerRecord, CrashBackoff
+from dpsim.kubelet.ips import LOOPBACK, AddressPlan
 from dpsim.kubelet.probes import ProbeWorker
 from dpsim.kubelet.runtime import ContainerHandle, Exit
 from dpsim.kubelet.status import ConditionClock
@@ -46,6 +47,8 @@ class SyncSettings:
     # re-syncs a pod whose sync failed only after ~10 s (its backOffPeriod), whatever watch
     # events come meanwhile; shorter here, yet long enough for a poller to see.
     pull_error_shown: float = 3.0
+    # Where pod IPs come from (``ips``).
+    address_plan: AddressPlan = LOOPBACK
 
 
 @dataclass

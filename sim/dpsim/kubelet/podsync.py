@@ -81,7 +81,7 @@ class PodSyncer:
         self._tokens = tokens
         self._log = log
         self._pods_dir = settings.state_dir / "pods"
-        self._resources = PodResources(settings.state_dir / "allocations.json", log)
+        self._resources = PodResources(settings.state_dir / "allocations.json", log, settings.address_plan)
         self.gpus = self._resources.gpus
         self.ips = self._resources.ips
         self._admission = Admission(self._resources, nodes, events, log)

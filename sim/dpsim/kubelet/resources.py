@@ -17,7 +17,7 @@ from typing import Final
 from dpctl.log import KV
 from dpsim.kubelet.allocations import AllocationFile, PodAllocation
 from dpsim.kubelet.devices import GpuAllocator, InsufficientGpusError
-from dpsim.kubelet.ips import IpAllocator
+from dpsim.kubelet.ips import LOOPBACK, AddressPlan, IpAllocator
 from dpsim.kubelet.recovery import Claim, Retaken
 
 # At most one write of allocations.json per interval; a change inside it is written at its end.
@@ -25,9 +25,9 @@ ALLOC_SAVE_INTERVAL_S: Final = 1.0
 
 
 class PodResources:
-    def __init__(self, alloc_path: Path, log: KV) -> None:
+    def __init__(self, alloc_path: Path, log: KV, plan: AddressPlan = LOOPBACK) -> None:
         self.gpus = GpuAllocator()
-        self.ips = IpAllocator()
+        self.ips = IpAllocator(plan)
         self._log = log
         self._file = AllocationFile(alloc_path)
         self._allocs: dict[str, PodAllocation] = {}

@@ -2,31 +2,36 @@
 created in it before tests run.
 
 Owns the definition of "Ready" (control plane ready, and N nodes Ready with ``nvidia.com/gpu``
-allocatable), the kubelet subprocess's command line, the cluster-scoped setup (the Node-viewer
-ClusterRole the controller's chart binds), ``<state_dir>/env.sh``, and how a kubeconfig is
-recognised as belonging to a dpctl local cluster.
+allocatable), the kubelet subprocess's command line, the choice of network (the cluster's own
+network namespace, see ``netns``, or the host's loopback), the cluster-scoped setup (the
+Node-viewer ClusterRole the controller's chart binds), ``<state_dir>/env.sh``, and how a
+kubeconfig is recognised as belonging to a dpctl local cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import importlib.util
 import json
 import os
 import shlex
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import yaml
 
 from dpctl.kube import objects
-from dpsim.kubelet.ips import MAX_NODES, NODES_PER_BLOCK
+from dpsim.kubelet.ips import LOOPBACK, NETNS, AddressPlan
+from dpsim.localcluster import netns
 from dpsim.localcluster.bins import Bins
 from dpsim.localcluster.controlplane import (
     CLUSTER_MARKER_KIND,
@@ -45,6 +50,20 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_GPU_PRODUCT = "NVIDIA-L40S"
 # The recipe's NodeViewClusterRole: get/list/watch on Nodes, bound by the controller's chart.
 NODE_VIEWER_CLUSTER_ROLE = "dpctl-node-viewer"
+# "netns": the cluster's own network namespace or fail; "loopback": the host's loopback; "auto":
+# the namespace where it can be made, else loopback with a warning saying why.
+NETWORK_ENV: Final = "DPCTL_CLUSTER_NETWORK"
+NETWORKS: Final = ("auto", "netns", "loopback")
+DEFAULT_NETWORK: Final = "auto"
+
+
+def network_choice(value: str | None) -> str:
+    """The network a cluster asks for: ``value`` (the setting or ``$DPCTL_CLUSTER_NETWORK``), or
+    the default when unset."""
+    choice = value or DEFAULT_NETWORK
+    if choice not in NETWORKS:
+        raise ControlPlaneError(f"{NETWORK_ENV} must be one of {', '.join(NETWORKS)}, not {choice!r}")
+    return choice
 
 
 def kubelet_available() -> bool:
@@ -67,9 +86,12 @@ def kubelet_args(
     ca_key: Path,
     kubelet_port: int | None = None,
     address_block: int = 0,
+    network: netns.PodNetwork | None = None,
+    host_netns: Path | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    return [
+    """The kubelet's command line; with ``network``, run inside that namespace."""
+    argv = [
         python,
         "-m",
         "dpctl",
@@ -90,8 +112,11 @@ def kubelet_args(
         str(ca_key),
         *(["--kubelet-port", str(kubelet_port)] if kubelet_port else []),
         *(["--address-block", str(address_block)] if address_block else []),
+        *(["--network", NETNS.name] if network else []),
+        *(["--host-netns", str(host_netns)] if network and host_netns else []),
         *extra,
     ]
+    return network.enter(argv) if network else argv
 
 
 def node_viewer_cluster_role() -> dict[str, Any]:
@@ -162,6 +187,7 @@ class LocalCluster:
         settings: ControlPlaneSettings | None = None,
         kubelet_stop_timeout: float = 45.0,
         kubelet_port: int | None = None,
+        network: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.bins = bins
@@ -181,6 +207,10 @@ class LocalCluster:
         self.kubelet: Child | None = None
         self.ready_seconds: float | None = None
         self._address_blocks: AddressBlocks | None = None
+        self.network_choice = network_choice(network or os.environ.get(NETWORK_ENV))
+        # The namespace in use (None: loopback), and a sentence saying which network and why.
+        self.network: netns.PodNetwork | None = None
+        self.network_note = ""
 
     @property
     def kubeconfig(self) -> Path:
@@ -206,6 +236,8 @@ class LocalCluster:
             )
         began = time.monotonic()
         try:
+            if self.with_kubelet:
+                self._reserve_network()
             self.control_plane.start(timeout)
             self._setup()
             if self.with_kubelet:
@@ -222,10 +254,14 @@ class LocalCluster:
         if self.kubelet is not None:
             stop_children([self.kubelet], self.kubelet_stop_timeout)
             self.kubelet = None
+        self.control_plane.stop()
+        # After the API server, which listens on the veth pair; before the block's lock goes.
+        if self.network is not None:
+            netns.remove(self.network)
+            self.network = None
         if self._address_blocks is not None:
             self._address_blocks.release()
             self._address_blocks = None
-        self.control_plane.stop()
 
     def dead(self) -> list[Child]:
         """Processes that were started and have exited since."""
@@ -245,9 +281,50 @@ class LocalCluster:
             "/apis/rbac.authorization.k8s.io/v1/clusterroles", node_viewer_cluster_role(), exist_ok=True
         )
 
+    def _reserve_network(self) -> None:
+        """Address blocks, and the namespace unless loopback is asked for or it cannot be made."""
+        made = self._make_netns() if self.network_choice != "loopback" else "asked for"
+        if not isinstance(made, str):
+            self._address_blocks, net = made
+            self.network = net
+            settings = dataclasses.replace(self.control_plane.settings, apiserver_address=net.host_address)
+            self.control_plane.settings = settings
+            self.network_note = (
+                f"pods in network namespace {net.name} ({', '.join(net.networks())}), "
+                f"API server on {net.host_address}"
+            )
+            return
+        if self.network_choice == "netns":
+            raise ControlPlaneError(f"no network namespace for the local cluster: {made}")
+        self._address_blocks = AddressBlocks.reserve(-(-self.nodes // LOOPBACK.nodes_per_block), LOOPBACK)
+        self.network_note = f"pods on loopback ({made}): Services get no endpoints"
+        if self.network_choice == "auto":
+            warnings.warn(
+                f"local cluster: no network namespace, {self.network_note}", RuntimeWarning, stacklevel=3
+            )
+
+    def _make_netns(self) -> tuple[AddressBlocks, netns.PodNetwork] | str:
+        """The namespace and the blocks it routes, or why there is none."""
+        why = netns.unavailable()
+        if why is not None:
+            return why
+        if self.nodes > NETNS.max_nodes:
+            return f"{self.nodes} nodes, more than the namespace's range holds ({NETNS.max_nodes})"
+        try:
+            blocks = AddressBlocks.reserve(-(-self.nodes // NETNS.nodes_per_block), NETNS)
+        except ControlPlaneError as e:
+            return str(e)
+        net = netns.PodNetwork(blocks.first, len(blocks))
+        try:
+            netns.create(net)
+        except (netns.NetnsError, OSError, subprocess.SubprocessError) as e:
+            blocks.release()
+            return str(e)
+        return blocks, net
+
     def _start_kubelet(self, timeout: float) -> None:
         cp = self.control_plane
-        self._address_blocks = AddressBlocks.reserve(-(-self.nodes // NODES_PER_BLOCK))
+        assert self._address_blocks is not None
         argv = kubelet_args(
             self.python,
             kubeconfig=cp.kubeconfig,
@@ -259,6 +336,9 @@ class LocalCluster:
             ca_key=cp.pki.ca_key,
             kubelet_port=self.kubelet_port or _free_port(),
             address_block=self._address_blocks.first,
+            network=self.network,
+            # This process outlives the kubelet (PDEATHSIG), so its namespace path stays valid.
+            host_netns=Path(f"/proc/{os.getpid()}/ns/net"),
             extra=self.kubelet_extra_args,
         )
         self.kubelet = Child(
@@ -286,23 +366,29 @@ class LocalCluster:
 
 
 class AddressBlocks:
-    """Consecutive blocks of pod and node addresses held for one cluster's lifetime.
+    """Consecutive blocks of pod and node addresses of a plan, held for one cluster's lifetime.
 
-    Every local cluster on this machine shares 127.0.0.0/8; each kubelet takes its own block of
-    node addresses so two clusters (a developer's ``up`` and a test session) never hand out the
-    same pod IP. The reservation is an exclusive lock on a file per block, which the OS drops
-    when the holder dies, so a crashed cluster never leaks its block.
+    Every local cluster on this machine shares the plan's range (and the host's routes to it);
+    each kubelet takes its own block of node addresses so two clusters (a developer's ``up`` and
+    a test session) never hand out the same pod IP. The reservation is an exclusive lock on a
+    file per block, which the OS drops when the holder dies, so a crashed cluster never leaks its
+    block (and the next holder may remove what it left, such as its network namespace).
     """
 
     def __init__(self, first: int, files: list[IO[bytes]]) -> None:
         self.first = first
         self._files = files
 
+    def __len__(self) -> int:
+        return len(self._files)
+
     @classmethod
-    def reserve(cls, count: int) -> AddressBlocks:
-        lock_dir = Path(tempfile.gettempdir()) / "dpctl-address-blocks"
+    def reserve(cls, count: int, plan: AddressPlan) -> AddressBlocks:
+        # Per plan: their blocks are different addresses (and sizes).
+        name = "dpctl-address-blocks" if plan is LOOPBACK else f"dpctl-{plan.name}-address-blocks"
+        lock_dir = Path(tempfile.gettempdir()) / name
         lock_dir.mkdir(mode=0o1777, exist_ok=True)
-        for first in range(0, MAX_NODES // NODES_PER_BLOCK - count + 1):
+        for first in range(0, plan.blocks - count + 1):
             files: list[IO[bytes]] = []
             for block in range(first, first + count):
                 f = (lock_dir / f"{block}.lock").open("ab")
@@ -316,7 +402,7 @@ class AddressBlocks:
                 return cls(first, files)
             for held in files:
                 held.close()
-        raise ControlPlaneError("every block of loopback addresses is taken by other local clusters")
+        raise ControlPlaneError(f"every block of {plan.name} addresses is taken by other local clusters")
 
     def release(self) -> None:
         for f in self._files:

@@ -94,6 +94,9 @@ class ControlPlaneSettings:
     etcd_quota_backend_bytes: int = 2 * 1024**3
     service_cluster_ip_range: str = "10.0.0.0/24"
     service_account_issuer: str = "https://kubernetes.default.svc.cluster.local"
+    # Where the API server listens and what its kubeconfigs name; the rest stays on loopback.
+    # A local cluster with a network namespace sets its veth pair's host end (see ``netns``).
+    apiserver_address: str = LOOPBACK
     # klog -v for the three Kubernetes components; 0 keeps idle logs nearly silent.
     verbosity: int = 0
     # Appended after our flags, per component name; pflag lets a later flag win.
@@ -193,10 +196,10 @@ def apiserver_args(bins: Bins, layout: Layout, ports: Ports, settings: ControlPl
     return [
         str(bins.kube_apiserver),
         f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
-        f"--bind-address={LOOPBACK}",
+        f"--bind-address={settings.apiserver_address}",
         # Without it the apiserver looks for a default route to pick an address and, on a machine
         # with no network, exits ("Unable to find suitable network address").
-        f"--advertise-address={LOOPBACK}",
+        f"--advertise-address={settings.apiserver_address}",
         # The default `lease` reconciler would write 127.0.0.1 into Endpoints default/kubernetes,
         # which validation rejects as loopback, over and over.
         "--endpoint-reconciler-type=none",
@@ -352,7 +355,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.ports.apiserver}"
+        return f"https://{self.settings.apiserver_address}:{self.ports.apiserver}"
 
     @property
     def etcd_url(self) -> str:
@@ -431,8 +434,10 @@ class ControlPlane:
         self._spawn(CONTROLLER_MANAGER, controller_manager_args)
         self._spawn(SCHEDULER, scheduler_args)
         ctx = kubehttp.tls_context(self.ca_file)
-        self._wait_http(CONTROLLER_MANAGER, self.ports.controller_manager, "/healthz", ctx, deadline)
-        self._wait_http(SCHEDULER, self.ports.scheduler, "/healthz", ctx, deadline)
+        self._wait_http(
+            CONTROLLER_MANAGER, LOOPBACK, self.ports.controller_manager, "/healthz", ctx, deadline
+        )
+        self._wait_http(SCHEDULER, LOOPBACK, self.ports.scheduler, "/healthz", ctx, deadline)
         # The ServiceAccount controller making `default` proves the KCM is up, authorized and
         # talking to the apiserver; pods need it (ServiceAccount admission) anyway.
         self._wait_api_object(
@@ -546,20 +551,22 @@ class ControlPlane:
 
     def _start_etcd(self, deadline: float) -> None:
         self._spawn(ETCD, etcd_args)
-        self._wait_http(ETCD, self.ports.etcd_client, "/health", None, deadline)
+        self._wait_http(ETCD, LOOPBACK, self.ports.etcd_client, "/health", None, deadline)
 
     def _start_apiserver(self, deadline: float) -> None:
         self._spawn(APISERVER, apiserver_args)
         p = self.layout.pki
         ctx = kubehttp.tls_context(p.ca_crt, p.admin_crt, p.admin_key)
-        self._wait_http(APISERVER, self.ports.apiserver, "/readyz", ctx, deadline)
+        self._wait_http(
+            APISERVER, self.settings.apiserver_address, self.ports.apiserver, "/readyz", ctx, deadline
+        )
 
     def _wait_http(
-        self, name: str, port: int, path: str, ctx: ssl.SSLContext | None, deadline: float
+        self, name: str, host: str, port: int, path: str, ctx: ssl.SSLContext | None, deadline: float
     ) -> None:
-        """Poll ``path`` on ``port`` until HTTP 200 (and etcd's health says true)."""
+        """Poll ``path`` on ``host:port`` until HTTP 200 (and etcd's health says true)."""
         scheme = "https" if ctx else "http"
-        url = f"{scheme}://{LOOPBACK}:{port}{path}"
+        url = f"{scheme}://{host}:{port}{path}"
         last = ["no answer yet"]
 
         def check() -> bool | None:

@@ -344,7 +344,7 @@ def _serve(args: argparse.Namespace, state_dir: Path) -> int:
             "pids": cluster.pids(),
         }
         _write_status(state_dir, **ready)
-        print(f"ready in {cluster.ready_seconds:.1f}s: {cp.server}", flush=True)
+        print(f"ready in {cluster.ready_seconds:.1f}s: {cp.server}; {cluster.network_note}", flush=True)
         _supervise(cluster, state_dir, ready)
     except _Stop as e:
         print(f"received {e}; stopping", flush=True)

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dpsim.kubelet.ips import all_veth_host_addresses
+
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 # Long enough that a state dir kept for months still works; certs are remade when close to expiry.
@@ -39,7 +41,9 @@ APISERVER_DNS_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 # 10.0.0.1 is the first address of --service-cluster-ip-range=10.0.0.0/24: the `kubernetes` Service.
-APISERVER_IPS = ("127.0.0.1", "10.0.0.1")
+# With a network namespace (``netns``) the API server listens on its veth pair's host end: every
+# block's is named, so one PKI serves whichever block a start gets.
+APISERVER_IPS = ("127.0.0.1", "10.0.0.1", *all_veth_host_addresses())
 
 
 @dataclass(frozen=True)
@@ -345,9 +349,15 @@ def _usable(paths: PKIPaths) -> bool:
                 continue
             issuer = paths.front_proxy_ca_crt if crt == paths.front_proxy_client_crt else paths.ca_crt
             pair.cert.verify_directly_issued_by(pairs[issuer].cert)
+        # A PKI from before an address was added to APISERVER_IPS: clients using it would fail.
+        sans = pairs[paths.apiserver_crt].cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        if not {ipaddress.ip_address(a) for a in APISERVER_IPS} <= set(
+            sans.value.get_values_for_type(x509.IPAddress)
+        ):
+            return False
         serialization.load_pem_private_key(paths.sa_key.read_bytes(), password=None)
         serialization.load_pem_public_key(paths.sa_pub.read_bytes())
-    except (OSError, ValueError, TypeError, InvalidSignature):
+    except (OSError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
     return True
 

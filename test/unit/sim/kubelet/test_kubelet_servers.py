@@ -136,7 +136,7 @@ def test_admin_api_and_its_client(tmp_path: Path) -> None:
         return cast(NodeAgent, agents[name])
 
     loop = asyncio.new_event_loop()
-    server = AdminServer(tmp_path, cast(Any, agents), add_node, get_logger("test"))
+    server = AdminServer(tmp_path, "127.0.0.1", cast(Any, agents), add_node, get_logger("test"))
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from dpsim.localcluster import cluster as lc
 from dpsim.localcluster import controlplane as cp
+from dpsim.localcluster import netns
 from dpsim.localcluster.bins import Bins
+from dpsim.localcluster.controlplane import ControlPlaneError
 
 BINS = Bins(Path("/opt/k8s/bin"), Path("/opt/etcd/bin"), Path("/opt/helm/bin"))
 PORTS = cp.Ports(
@@ -184,8 +187,15 @@ def test_ports_pick_distinct_free_loopback_ports() -> None:
             s.bind(("127.0.0.1", port))
 
 
-def test_kubelet_args() -> None:
-    argv = lc.kubelet_args(
+def test_apiserver_listens_where_the_settings_say(layout: cp.Layout) -> None:
+    settings = cp.ControlPlaneSettings(apiserver_address="198.19.255.1")
+    f = flags(cp.apiserver_args(BINS, layout, PORTS, settings))
+    assert (f["bind-address"], f["advertise-address"]) == ("198.19.255.1", "198.19.255.1")
+    assert f["etcd-servers"] == "http://127.0.0.1:12379"  # etcd stays on loopback
+
+
+def kubelet_args(**kw: Any) -> list[str]:
+    return lc.kubelet_args(
         "/venv/bin/python",
         kubeconfig=Path("/s/admin.kubeconfig"),
         state_dir=Path("/s"),
@@ -194,8 +204,48 @@ def test_kubelet_args() -> None:
         gpu_product="NVIDIA-L40S",
         ca_cert=Path("/s/pki/ca.crt"),
         ca_key=Path("/s/pki/ca.key"),
-        kubelet_port=20250,
+        **kw,
     )
+
+
+def test_kubelet_args_in_a_network_namespace() -> None:
+    net = netns.PodNetwork(block=2)
+    argv = kubelet_args(address_block=2, network=net, host_netns=Path("/proc/7/ns/net"))
+    assert argv[:3] == ["nsenter", "--net=/run/netns/dpctl-b2", "--"]
+    pairs = dict(zip(argv[7::2], argv[8::2], strict=True))
+    assert (pairs["--network"], pairs["--host-netns"], pairs["--address-block"]) == (
+        "netns",
+        "/proc/7/ns/net",
+        "2",
+    )
+
+
+def test_without_a_namespace_auto_falls_back_to_loopback_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(netns, "unavailable", lambda: "not running as root")
+    cluster = lc.LocalCluster(tmp_path, BINS, nodes=2, network="auto")
+    with pytest.warns(RuntimeWarning, match="not running as root"):
+        cluster._reserve_network()
+    try:
+        assert cluster.network is None
+        assert cluster.network_note == "pods on loopback (not running as root): Services get no endpoints"
+        assert cluster.control_plane.settings.apiserver_address == "127.0.0.1"
+    finally:
+        cluster.stop()
+    with pytest.raises(ControlPlaneError, match=r"no network namespace.*not running as root"):
+        lc.LocalCluster(tmp_path, BINS, nodes=2, network="netns")._reserve_network()
+
+
+def test_network_choice() -> None:
+    assert lc.network_choice(None) == lc.DEFAULT_NETWORK
+    assert lc.network_choice("loopback") == "loopback"
+    with pytest.raises(ControlPlaneError, match=lc.NETWORK_ENV):
+        lc.network_choice("host")
+
+
+def test_kubelet_args() -> None:
+    argv = kubelet_args(kubelet_port=20250)
     assert argv[:4] == ["/venv/bin/python", "-m", "dpctl", "sim-kubelet"]
     pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
     assert pairs == {

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dpsim.kubelet.ips import all_veth_host_addresses
 from dpsim.localcluster import pki
 
 
@@ -72,7 +73,9 @@ def test_apiserver_serving_cert_names(paths: pki.PKIPaths) -> None:
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
     }
-    assert ips == {"127.0.0.1", "10.0.0.1"}
+    # Loopback, the `kubernetes` Service, and the host end of every block's veth pair (netns).
+    assert ips == {"127.0.0.1", "10.0.0.1", *all_veth_host_addresses()}
+    assert "198.19.255.1" in ips
     assert eku(cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
 
 
@@ -179,6 +182,18 @@ def test_ensure_pki_remakes_a_broken_pki_whole(tmp_path: Path) -> None:
     pki.ensure_pki(tmp_path / "pki")
     assert paths.ca_crt.read_bytes() != old_ca  # a new CA, and every leaf re-issued under it
     load(paths.admin_crt).verify_directly_issued_by(load(paths.ca_crt))
+
+
+def test_ensure_pki_remakes_a_pki_whose_apiserver_cert_lacks_an_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pki, "APISERVER_IPS", ("127.0.0.1",))
+    paths = pki.ensure_pki(tmp_path / "pki")  # as one made before the veth addresses were added
+    monkeypatch.undo()
+    old = paths.apiserver_crt.read_bytes()
+    pki.ensure_pki(tmp_path / "pki")
+    assert paths.apiserver_crt.read_bytes() != old
+    assert "198.19.255.1" in sans(load(paths.apiserver_crt))[1]
 
 
 def test_ensure_pki_remakes_leaves_of_another_ca(tmp_path: Path) -> None:
