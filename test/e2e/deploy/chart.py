@@ -34,6 +34,14 @@ def helm(cluster: ClusterHandle, *args: str, check: bool = True, timeout: float 
     return result.stdout
 
 
+def install(cluster: ClusterHandle, ns: str, node_viewer: str, *values: str) -> None:
+    """``helm upgrade --install`` of the chart in ``ns`` as the recipe does, plus ``--set`` ``values``."""
+    sets = [
+        a for v in (f"Image={IMAGE}", f"NodeViewClusterRole={node_viewer}", *values) for a in ("--set", v)
+    ]
+    helm(cluster, "upgrade", "--install", RELEASE, str(CHART), "--namespace", ns, *sets)
+
+
 def controller_pods(cluster: ClusterHandle, ns: str) -> list[dict[str, Any]]:
     out = cluster.run_kubectl("get", "pods", "-n", ns, "-l", SELECTOR, "-o", "json").stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]

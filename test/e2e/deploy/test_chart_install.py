@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from e2e.deploy.chart import (
-    CHART,
-    IMAGE,
     RELEASE,
     SELECTOR,
     can_i,
     controller_pods,
     diagnostics,
     helm,
+    install,
     running_and_ready,
 )
 from helpers import wait_for
@@ -36,21 +35,7 @@ pytestmark = pytest.mark.timeout(600)
 def test_chart_installs_runs_and_uninstalls(cluster: ClusterHandle, namespace: str, node_viewer: str) -> None:
     ns = namespace
     try:
-        helm(
-            cluster,
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            ns,
-            "--set",
-            f"Image={IMAGE}",
-            "--set",
-            f"NodeViewClusterRole={node_viewer}",
-            "--set",
-            "SleeperLimit=1",
-        )
+        install(cluster, ns, node_viewer, "SleeperLimit=1")
         try:
             wait_for(
                 lambda: [p for p in controller_pods(cluster, ns) if running_and_ready(p)],

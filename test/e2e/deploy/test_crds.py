@@ -13,7 +13,7 @@ import pytest
 
 from dpctl.fma import crdgen
 from dpctl.fma.v1alpha1 import API_VERSION, KINDS
-from e2e.deploy.chart import CHART, IMAGE, RELEASE, helm
+from e2e.deploy.chart import CHART, RELEASE, helm, install
 
 if TYPE_CHECKING:
     from e2e.conftest import ClusterHandle
@@ -27,19 +27,7 @@ CRDS = CHART / "crds"
 def installed(cluster: ClusterHandle, node_viewer: str) -> Iterator[str]:
     """The chart installed in a namespace of its own, which brings the CRDs; that namespace."""
     ns = cluster.create_namespace("crds")
-    helm(
-        cluster,
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        ns,
-        "--set",
-        f"Image={IMAGE}",
-        "--set",
-        f"NodeViewClusterRole={node_viewer}",
-    )
+    install(cluster, ns, node_viewer)
     for kind in KINDS:
         cluster.run_kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}", "--timeout=60s")
     yield ns

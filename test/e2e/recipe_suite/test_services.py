@@ -22,11 +22,12 @@ import pytest
 
 from dpctl import api
 from dpsim.localcluster.bins import Bins
+from e2e.deploy.chart import RELEASE
 from e2e.prometheus import JOB, running_prometheus, service_scrape_config
 from e2e.recipe import Kubectl, ServerPatch, is_sleeping, mkrs, name_of, unique_name
 from helpers import wait_for
 
-from .conftest import CHART, METRICS_PORT, RELEASE, Dpctlr, Gpus, T
+from .conftest import CHART, METRICS_PORT, Dpctlr, Gpus, T
 from .steps import assert_pair, pair_ready, scale_to_zero_keeps_sleeper
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
