@@ -375,7 +375,15 @@ class NodeAgent:
             self._boot_id = str(uuid.uuid4())
             self._times = _ConditionTimes({})
             await self._register()
-            await self._lease.renew(self._uid)
+            # A fresh boot knows nothing of the old Lease: after a deletion by someone else the
+            # garbage collector may be removing it, and a PUT of it would fail its UID precondition.
+            self._lease.forget()
+            try:
+                await self._lease.renew(self._uid)
+            except ApiError as e:
+                if not e.conflict:
+                    raise
+                await self._lease.renew(self._uid)  # collected meanwhile: read again, or create
             self._next_lease = asyncio.get_running_loop().time() + renew_interval()
         self._wake.set()
         self._on_pods_resume(self.name)
