@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from dpctl.launcher.notifier import BASE_URL_ENV
+from dpctl.podbuild.launcher import NOTIFIER_COMMAND
 
 # Programs a utility image may run on the host; `nvidia-smi` resolves to the shim on PATH.
 COMMAND_ALLOWLIST: Final = frozenset({"nvidia-smi", "sh", "bash", "echo", "sleep", "cat", "true", "env"})
@@ -46,7 +47,8 @@ COMMAND_ALLOWLIST: Final = frozenset({"nvidia-smi", "sh", "bash", "echo", "sleep
 _DOCKER_HUB: Final = "docker.io"
 _VLLM_API_SERVER: Final = "vllm.entrypoints.openai.api_server"
 _UTILITY_REPOS: Final = ("library/busybox", "library/ubuntu", "library/debian", "library/alpine")
-_NOTIFIER_SCRIPT: Final = "launcher_pod_notifier.py"
+# The notifier sidecar the launcher Pod builder adds, recognised by its script.
+_NOTIFIER_SCRIPT: Final = os.path.basename(NOTIFIER_COMMAND[-1])
 # The launcher flags that mean the same to dpctl's launcher; the rest (uvicorn's, --host: the
 # launcher binds the Pod's address by itself) do not apply.
 _LAUNCHER_FLAGS: Final = frozenset({"--port", "--log-level"})
