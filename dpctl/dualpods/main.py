@@ -96,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=65536,
         help="the most each relay sends per second (default 65536)",
     )
+    p.add_argument(
+        "--instance-start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds a launcher's vLLM instance may take to answer /is_sleeping after its start"
+        " before it is deleted (default 900)",
+    )
     p.add_argument("--leader-elect", action="store_true", help="coordinate replicas through a Lease")
     p.add_argument("--lease-name", default="dpctl-controller")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             wake_memory_budget_mib=args.wake_memory_budget_mib,
             log_relay=args.log_relay,
             log_relay_bytes_per_s=args.log_relay_bytes_per_second,
+            instance_start_timeout_s=args.instance_start_timeout,
         )
     except ValidationError as err:
         for e in err.errors():
@@ -239,6 +247,7 @@ async def _main(cfg: ControllerConfig) -> int:
         Settings(
             sleeper_limit=cfg.sleeper_limit,
             wake_memory_budget=cfg.wake_memory_budget(),
+            instance_start_timeout_s=cfg.instance_start_timeout_s,
         ),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,

@@ -318,3 +318,32 @@ async def test_an_isc_change_deletes_its_obsolete_sleepers_but_not_others() -> N
     rec.asleep[f"{L_IP}:{PORT}"] = True
     assert await r.reconcile(IscKey(ISC)) == Done()
     assert list(rec.instances_of(L_IP)) == ["Ibi"]
+
+
+async def test_an_instance_that_keeps_dying_is_not_created_again_and_the_requester_stays() -> None:
+    w, r, rec = await bound_world()
+    for death in range(3):
+        rec.instances_of(L_IP)[IID] = state(IID, status="stopped")
+        await r.reconcile(ServerKey("uid-a"))
+        if death < 2:  # the ReplicaSet's replacement: a fresh server state, the same instance id
+            r.memory.servers.clear()
+    deletes = [a for a in rec.actions if a[0] == "delete"]
+    assert len(deletes) == 2
+    (error,) = status_errors(w)
+    assert "stopped 3 times within 10 minutes" in error and "unrecognized arguments" in error
+    await r.reconcile(ServerKey("uid-a"))
+    assert len([a for a in rec.actions if a[0] == "delete"]) == 2 and status_errors(w) == [error]
+
+
+async def test_an_instance_that_never_answers_is_deleted_after_the_start_timeout() -> None:
+    from dpctl.clients.http import HttpCallError
+
+    w = world(launcher())
+    rec = Recorder(w, gpus={REQ_IP: GPUS}, apply=True)
+    r = Reconciler(w, rec.ports, Settings(instance_start_timeout_s=0.0))
+    rec.fail["is_sleeping"] = HttpCallError("query_sleeping", "http://x", None, "connection refused")
+    await r.reconcile(ServerKey("uid-a"))  # bound, created, not answering past the deadline
+    assert rec.instances_of(L_IP) == {}
+    assert "did not answer /is_sleeping within 0 s of its start" in status_errors(w)[0]
+    await r.reconcile(ServerKey("uid-a"))  # its death: the requester is replaced
+    assert [a[1] for a in rec.actions if a[0] == "delete"] == ["req-a"]
