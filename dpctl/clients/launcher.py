@@ -30,9 +30,10 @@ PURPOSE_CREATE = "create a vLLM instance in the launcher"
 PURPOSE_DELETE = "delete a vLLM instance from the launcher"
 
 
-def launcher_url(pod_ip: str) -> str:
-    """The base URL of the launcher in the Pod with this IP (an error when it has none yet)."""
-    return pod_url(PURPOSE_LIST, pod_ip, api.LAUNCHER_PORT, "").rstrip("/")
+def launcher_url(pod_ip: str, port: int = api.LAUNCHER_PORT) -> str:
+    """The base URL of the launcher in the Pod with this IP (an error when it has none yet);
+    ``port`` other than the contract's 8001 only for tests."""
+    return pod_url(PURPOSE_LIST, pod_ip, port, "").rstrip("/")
 
 
 class LauncherClient:
