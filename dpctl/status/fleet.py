@@ -431,6 +431,14 @@ def _launcher_errors(
             bookkeeping(pod)
         except BookkeepingError as err:
             errors.append(Problem(object=where, message=str(err)))
+    if bound is None and not launcher.terminating:
+        for inst in launcher.instances:
+            if inst.state == "awake":  # launcher contract I2: unbound means all asleep or stopped
+                errors.append(
+                    Problem(
+                        object=where, message=f"instance {inst.id} is awake but the launcher is not bound"
+                    )
+                )
     if launcher.api == "unreachable":
         errors.append(
             Problem(object=where, message=f"cannot list the launcher's instances: {launcher.error}")

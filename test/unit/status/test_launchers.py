@@ -260,6 +260,7 @@ def test_launcher_problems() -> None:
         "node/node-1",
         f"GPU {g0} has 2 awake instances (launcher-x/I1i, launcher-x/I2i); at most one may be",
     ) in errors
+    assert ("pod/launcher-x", "instance I1i is awake but the launcher is not bound") in errors
     # A terminating launcher's binding is on its way out: no complaint about it.
     assert not [e for e in errors if e[0] == "pod/launcher-t"]
 
