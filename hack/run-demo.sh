@@ -72,7 +72,7 @@ if [ "$demo" = launcher ]; then
   # The chart installs the fma.llm-d.ai CRDs; wait until the API server serves them.
   kubectl wait --for=condition=Established --timeout=60s \
     crd/launcherconfigs.fma.llm-d.ai crd/inferenceserverconfigs.fma.llm-d.ai >/dev/null
-  kubectl apply -f "$examples/lc.yaml" -f "$examples/isc.yaml"
+  kubectl apply -f "$examples/launcher-rbac.yaml" -f "$examples/lc.yaml" -f "$examples/isc.yaml"
   # The example pins its requesters to node-1; pin them to this cluster's first Node.
   sed "s|kubernetes.io/hostname: node-1|kubernetes.io/hostname: $demo_node|" "$examples/requester-rs.yaml" |
     kubectl apply -f -

@@ -25,14 +25,8 @@ RECIPE = REPO / "docs" / "launcher-recipe.md"
 DEMO = REPO / "hack" / "run-demo.sh"
 
 
-def load(name: str) -> dict[str, Any]:
-    doc = yaml.safe_load((EXAMPLES / name).read_text())
-    assert isinstance(doc, dict)
-    return doc
-
-
 def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-    docs = [load(p.name) for p in sorted(EXAMPLES.glob("*.yaml"))]
+    docs = [d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
@@ -51,6 +45,19 @@ def test_the_launcher_config_builds_a_launcher_pod() -> None:
     # Any image whose repository ends in /launcher runs dpctl's launcher on the local cluster.
     assert server["image"].rsplit(":", 1)[0].endswith("/launcher")
     assert pod["metadata"]["labels"][api.LAUNCHER_CONFIG_NAME_LABEL] == lc["metadata"]["name"]
+
+
+def test_the_launchers_service_account_may_get_and_patch_pods() -> None:
+    (lc,) = by_kind("LauncherConfig").values()
+    account = lc["spec"]["podTemplate"]["spec"]["serviceAccountName"]
+    assert account in by_kind("ServiceAccount")
+    (binding,) = [
+        b
+        for b in by_kind("RoleBinding").values()
+        if {"kind": "ServiceAccount", "name": account} in b["subjects"]
+    ]
+    role = by_kind("Role")[binding["roleRef"]["name"]]
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]} in role["rules"]
 
 
 @pytest.mark.parametrize("name", sorted(by_kind("InferenceServerConfig")))
