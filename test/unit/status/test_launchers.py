@@ -167,6 +167,16 @@ def test_a_bound_launcher_names_its_config_node_requester_and_instances() -> Non
     assert gpu0.runner is not None and (gpu0.runner.name, gpu0.runner.sleeping) == ("launcher-a", False)
 
 
+def test_errors_null_is_no_error() -> None:
+    req = isc_requester("req-a", "uid-a")
+    req["metadata"]["annotations"][api.HEAD.status] = '{"Errors":null}'
+    report = fleet.build(NS, [req], [ready_node("node-1")], gpu_map_cm({"node-1": 1}), NOW)
+    assert [p.object for p in report.errors] == ["pod/req-a"]  # only: no GPUs known yet
+    req["metadata"]["annotations"][api.HEAD.status] = '{"Errors":["ISC missing"]}'
+    report = fleet.build(NS, [req], [ready_node("node-1")], gpu_map_cm({"node-1": 1}), NOW)
+    assert ("pod/req-a", "ISC missing") in [(p.object, p.message) for p in report.errors]
+
+
 def test_unbound_unreachable_and_starting_launchers() -> None:
     report = sample()
     b = by_name(report, "launcher-b")
