@@ -101,6 +101,9 @@ class Launchers:
     async def delete(self, host: str, instance_id: str) -> bool:
         return await self.launchers.delete(launcher_url(host), instance_id)
 
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes:
+        return await self.launchers.log_tail(launcher_url(host), instance_id, nbytes)
+
 
 class EventsAndMetrics:
     def __init__(self, events: EventRecorder | None, metrics: DualPodsMetrics) -> None:

@@ -96,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=65536,
         help="the most each relay sends per second (default 65536)",
     )
+    p.add_argument(
+        "--instance-start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds a launcher's vLLM instance may take to answer /is_sleeping after its start"
+        " before it is deleted (default 900)",
+    )
     p.add_argument("--leader-elect", action="store_true", help="coordinate replicas through a Lease")
     p.add_argument("--lease-name", default="dpctl-controller")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             wake_memory_budget_mib=args.wake_memory_budget_mib,
             log_relay=args.log_relay,
             log_relay_bytes_per_s=args.log_relay_bytes_per_second,
+            instance_start_timeout_s=args.instance_start_timeout,
         )
     except ValidationError as err:
         for e in err.errors():
@@ -199,12 +207,17 @@ async def _main(cfg: ControllerConfig) -> int:
         kube, watch_nodes, launcher_path = await _connect(cfg, metrics)
     except SystemExit as exit_:
         return int(exit_.code or 1)
-    http = HttpClient(observer=metrics.observe_http)
-    events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     controller_ref: list[Controller] = []
     dual_metrics = DualPodsMetrics(
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else [], cfg.namespace
     )
+
+    def observe_http(purpose: str, code: int, seconds: float) -> None:
+        metrics.observe_http(purpose, code, seconds)
+        dual_metrics.observe_http(purpose, code, seconds)
+
+    http = HttpClient(observer=observe_http)
+    events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     requesters = RequesterClient(http)
     # The relays' log streams get a connection pool of their own, without a limit: each holds its
     # connection for as long as its runner serves (HTTP/1.1 has one stream per connection), and
@@ -239,6 +252,7 @@ async def _main(cfg: ControllerConfig) -> int:
         Settings(
             sleeper_limit=cfg.sleeper_limit,
             wake_memory_budget=cfg.wake_memory_budget(),
+            instance_start_timeout_s=cfg.instance_start_timeout_s,
         ),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,

@@ -56,6 +56,7 @@ ErrorReason = Literal[
     "LauncherRefused",
     "Bookkeeping",
     "LauncherPathOff",
+    "InstanceFailing",
 ]
 Path = Literal["cold", "warm", "hot"]
 
@@ -109,6 +110,8 @@ class LauncherCalls(Protocol):
     async def delete(self, host: str, instance_id: str) -> bool:
         """Stop and forget it; False when the launcher did not have it (gone is gone)."""
         ...
+
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes: ...
 
 
 class LogRelays(Protocol):

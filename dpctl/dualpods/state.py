@@ -66,6 +66,10 @@ class ServerState:
     # the same when it is known awake.
     instance_seen: tuple[str, str] | None = None
     instance_awake: tuple[str, str] | None = None
+    # When (monotonic) the bound instance was first found not answering: its start deadline.
+    instance_unanswered_since: float | None = None
+    # Set when its instance kept dying and is not created again: the requester's status error.
+    gave_up: str | None = None
     actuation_observed: bool = False
     # The requester's resourceVersion and the runner's nominal hash when the API server refused
     # that runner: not sent again until one of them changes.
@@ -86,6 +90,11 @@ class RunnerState:
     """What is known about one unbound runner: the container instance verified asleep."""
 
     asleep_instance: tuple[str, int] | None = None
+
+
+# Deaths of one instance id while bound, within this window, after which it is not created again.
+DEATHS_COUNTED = 3
+DEATHS_WINDOW_S = 600.0
 
 
 @dataclass
@@ -113,6 +122,27 @@ class Memory:
 
     def forget_launcher(self, launcher_uid: str) -> None:
         self.instance_use.pop(launcher_uid, None)
+
+    # instance id -> when (monotonic) it died while bound, the latest DEATHS_COUNTED at most, so a
+    # vLLM that cannot start (bad options) is not recreated for ever (launcher contract §9 [D]).
+    instance_deaths: dict[str, list[float]] = field(default_factory=dict)
+
+    def died(self, iid: str, now: float) -> int:
+        """Count a death; how many there were in the last DEATHS_WINDOW_S."""
+        recent = [t for t in self.instance_deaths.get(iid, []) if now - t < DEATHS_WINDOW_S][
+            -DEATHS_COUNTED + 1 :
+        ]
+        self.instance_deaths[iid] = [*recent, now]
+        self._prune_deaths(now)
+        return len(self.instance_deaths[iid])
+
+    def deaths(self, iid: str, now: float) -> int:
+        return sum(1 for t in self.instance_deaths.get(iid, []) if now - t < DEATHS_WINDOW_S)
+
+    def _prune_deaths(self, now: float) -> None:
+        self.instance_deaths = {
+            k: v for k, v in self.instance_deaths.items() if v and now - v[-1] < DEATHS_WINDOW_S
+        }
 
     def server(self, uid: str) -> ServerState:
         return self.servers.setdefault(uid, ServerState())

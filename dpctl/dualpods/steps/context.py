@@ -52,6 +52,9 @@ class Settings:
     # The memory guard (upstream's --debug-accelerator-memory): before /wake_up, each of the
     # runner's GPUs must have at most this many bytes in use. None: no guard.
     wake_memory_budget: int | None = None
+    # A launcher instance that does not answer /is_sleeping this long after it was created is
+    # deleted, with a status error (upstream waits forever, its #444).
+    instance_start_timeout_s: float = 900.0
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dpctl.clients.http import HttpCallError
 from dpctl.dualpods import launcherview, patches, podview
 from dpctl.dualpods.launcherview import Bookkeeping, BookkeepingError
 from dpctl.dualpods.podview import RawObj
-from dpctl.dualpods.state import ServerState
+from dpctl.dualpods.state import DEATHS_COUNTED, DEATHS_WINDOW_S, ServerState
 from dpctl.dualpods.steps.context import Context
 from dpctl.dualpods.steps.finalizers import ensure_requester_state, user_error
 from dpctl.dualpods.steps.serving import relay_readiness
@@ -41,6 +41,9 @@ INSTANCE_POLL_S = 1.0
 MAX_SLEEP_FAILURES = 3
 SLEEP_GIVE_UP_S = 30.0
 
+# How much of a failing instance's log its requester's status shows.
+LOG_TAIL_BYTES = 2048
+
 OUTDATED_ROUTING = (
     "Deleting server-requesting Pod because bound launcher is committed to outdated ISC routing metadata"
 )
@@ -53,16 +56,19 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, launcher:
     except BookkeepingError as err:
         return await user_error(cx, st, requester, "Bookkeeping", str(err))
     cx.ports.report.duality(launcher, bk.instance_id, _gpus_of(bk), True)
-    await ensure_requester_state(cx, st, requester, launcher, [], bk.instance_id)
-    if not (podview.pod_ready(launcher) and podview.pod_ip(launcher)):
-        return DONE  # R16: its next Pod event brings us back
+    await ensure_requester_state(
+        cx, st, requester, launcher, [st.gave_up] if st.gave_up else [], bk.instance_id
+    )
+    if st.gave_up or not (podview.pod_ready(launcher) and podview.pod_ip(launcher)):
+        return DONE  # R16: its next Pod event brings us back (or a user's fix, having given up)
     host, luid = podview.pod_ip(launcher), podview.uid(launcher)
-    try:
-        listed = {i.instance_id: i for i in await cx.ports.launchers.instances(host)}
-    except HttpCallError as err:
-        return Retry(f"listing the instances of launcher {podview.name(launcher)}: {err}")
+    listed = await _listed(cx, launcher)
+    if not isinstance(listed, dict):
+        return listed
     mine = listed.get(bk.instance_id)
     if mine is None and st.instance_seen != (luid, bk.instance_id):
+        if cx.memory.deaths(bk.instance_id, time.monotonic()) >= DEATHS_COUNTED:
+            return await _give_up(cx, st, requester, bk, b"")
         outcome = await _create_instance(cx, st, requester, launcher, bk)
         if outcome is not DONE:
             return outcome
@@ -78,13 +84,53 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, launcher:
                 cx.log.info(LogMsg.WOKE, launcher=podview.name(launcher), instance=bk.instance_id)
                 cx.ports.report.event(requester, "Normal", "InstanceWoken", f"woke instance {bk.instance_id}")
         except HttpCallError as err:
-            return RequeueAfter(INSTANCE_POLL_S, f"instance {bk.instance_id} does not answer yet: {err}")
-        st.instance_awake = (luid, bk.instance_id)
+            return await _not_answering(cx, st, requester, launcher, bk, err)
+        st.instance_awake, st.instance_unanswered_since = (luid, bk.instance_id), None
         cx.stamps.mark("relay", podview.uid(requester))
     outcome = await _route(cx, st, requester, launcher, bk)
     if outcome is not DONE:
         return outcome
     return await relay_readiness(cx, st, requester, launcher, True, _isc_of(bk))
+
+
+async def _listed(cx: Context, launcher: RawObj) -> dict[str, InstanceState] | Outcome:
+    """The launcher's instances by id, or a retry when it does not list them."""
+    try:
+        return {i.instance_id: i for i in await cx.ports.launchers.instances(podview.pod_ip(launcher))}
+    except HttpCallError as err:
+        return Retry(f"listing the instances of launcher {podview.name(launcher)}: {err}")
+
+
+async def _not_answering(
+    cx: Context, st: ServerState, requester: RawObj, launcher: RawObj, bk: Bookkeeping, err: HttpCallError
+) -> Outcome:
+    """Ask again soon; an instance that never answers (vLLM hung while loading) is deleted after
+    the start timeout, so its death frees the GPUs and the requester is replaced."""
+    now = time.monotonic()
+    st.instance_unanswered_since = st.instance_unanswered_since or now
+    timeout = cx.settings.instance_start_timeout_s
+    if now - st.instance_unanswered_since < timeout:
+        return RequeueAfter(INSTANCE_POLL_S, f"instance {bk.instance_id} does not answer yet: {err}")
+    st.instance_unanswered_since = None
+    await cx.ports.launchers.delete(podview.pod_ip(launcher), bk.instance_id)
+    message = (
+        f"vLLM instance {bk.instance_id} in launcher {podview.name(launcher)} did not answer"
+        f" {api.IS_SLEEPING_PATH} within {timeout:.0f} s of its start, so it was deleted: {err}"
+    )
+    cx.ports.report.event(requester, "Warning", "InstanceDeleted", message)
+    return await user_error(cx, st, requester, "InstanceFailing", message)
+
+
+async def _give_up(cx: Context, st: ServerState, requester: RawObj, bk: Bookkeeping, tail: bytes) -> Outcome:
+    """§9 [D]: an instance that keeps dying is not created again; the requester stays, saying why."""
+    st.gave_up = (
+        f"vLLM instance {bk.instance_id} stopped {DEATHS_COUNTED} times within"
+        f" {DEATHS_WINDOW_S / 60:.0f} minutes, so it is not created again; fix InferenceServerConfig"
+        f" {json.dumps(_isc_of(bk))} (its options?) and delete this Pod"
+    )
+    if tail:
+        st.gave_up += ". The end of its log: " + tail.decode("utf-8", "replace")
+    return await user_error(cx, st, requester, "InstanceFailing", st.gave_up)
 
 
 async def _create_instance(
@@ -127,31 +173,44 @@ async def _instance_died(
     state: InstanceState | None,
 ) -> Outcome:
     """R17: the bound instance stopped (or vanished after we saw it): the requester goes, and its
-    ReplicaSet's replacement gets a fresh instance."""
+    ReplicaSet's replacement gets a fresh instance — unless it keeps dying (§9 [D])."""
     st.instance_awake = None
     if podview.sleeping_label(launcher) != "true":
         await cx.ports.pods.patch_pod(podview.name(launcher), patches.sleeping_label(True))
-    if not st.requester_delete_requested:
-        await cx.ports.pods.delete_pod(
-            podview.name(requester), podview.uid(requester), podview.resource_version(requester)
-        )
-        st.requester_delete_requested = True
-        exit_code = state.exit_code if state is not None else None
-        cx.log.info(
-            LogMsg.INSTANCE_STOPPED,
-            requester=podview.name(requester),
-            launcher=podview.name(launcher),
-            instance=bk.instance_id,
-            exitCode=exit_code,
-        )
-        cx.ports.report.event(
-            requester,
-            "Warning",
-            "InstanceStopped",
-            f"vLLM instance {bk.instance_id} in {podview.name(launcher)} stopped"
-            + (f" with exit code {exit_code}" if exit_code is not None else "")
-            + "; deleting this Pod so that it is replaced",
-        )
+    if st.requester_delete_requested:
+        return DONE
+    if cx.memory.died(bk.instance_id, time.monotonic()) >= DEATHS_COUNTED:
+        tail = b""
+        if state is not None:
+            try:
+                tail = await cx.ports.launchers.log_tail(
+                    podview.pod_ip(launcher), bk.instance_id, LOG_TAIL_BYTES
+                )
+            except HttpCallError as err:
+                cx.log.progress(
+                    "Cannot read the log of a stopped instance", instance=bk.instance_id, error=str(err)
+                )
+        return await _give_up(cx, st, requester, bk, tail)
+    await cx.ports.pods.delete_pod(
+        podview.name(requester), podview.uid(requester), podview.resource_version(requester)
+    )
+    st.requester_delete_requested = True
+    exit_code = state.exit_code if state is not None else None
+    cx.log.info(
+        LogMsg.INSTANCE_STOPPED,
+        requester=podview.name(requester),
+        launcher=podview.name(launcher),
+        instance=bk.instance_id,
+        exitCode=exit_code,
+    )
+    cx.ports.report.event(
+        requester,
+        "Warning",
+        "InstanceStopped",
+        f"vLLM instance {bk.instance_id} in {podview.name(launcher)} stopped"
+        + (f" with exit code {exit_code}" if exit_code is not None else "")
+        + "; deleting this Pod so that it is replaced",
+    )
     return DONE
 
 
@@ -228,10 +287,9 @@ async def unbind(cx: Context, st: ServerState, launcher: RawObj) -> Outcome:
 async def _sleep_or_delete(cx: Context, st: ServerState, launcher: RawObj, bk: Bookkeeping) -> Outcome:
     """The instance asleep, or deleted when its ISC has changed since (it would be obsolete)."""
     host, name = podview.pod_ip(launcher), podview.name(launcher)
-    try:
-        listed = {i.instance_id: i for i in await cx.ports.launchers.instances(host)}
-    except HttpCallError as err:
-        return Retry(f"listing the instances of launcher {name}: {err}")
+    listed = await _listed(cx, launcher)
+    if not isinstance(listed, dict):
+        return listed
     mine = listed.get(bk.instance_id)
     if mine is None:
         return DONE  # gone already: nothing to sleep
@@ -239,6 +297,9 @@ async def _sleep_or_delete(cx: Context, st: ServerState, launcher: RawObj, bk: B
         await cx.ports.launchers.delete(host, bk.instance_id)
         cx.memory.forget_instance(podview.uid(launcher), bk.instance_id)
         cx.log.info(LogMsg.DELETED_OBSOLETE, launcher=name, instance=bk.instance_id)
+        _tell_requester(
+            cx, launcher, "InstanceDeleted", f"deleted vLLM instance {bk.instance_id}: obsolete or stopped"
+        )
         return DONE
     try:
         await cx.ports.servers.sleep(host, bk.server_port)
@@ -254,7 +315,16 @@ async def _sleep_or_delete(cx: Context, st: ServerState, launcher: RawObj, bk: B
     st.sleep_failures.reset()
     cx.ports.report.count("sleep")
     cx.log.info(LogMsg.SLEPT, launcher=name, instance=bk.instance_id)
+    _tell_requester(cx, launcher, "InstanceSlept", f"put vLLM instance {bk.instance_id} in {name} to sleep")
     return DONE
+
+
+def _tell_requester(cx: Context, launcher: RawObj, reason: str, message: str) -> None:
+    """A Normal Event on the departing requester the launcher is still bound to, if cached."""
+    bound = podview.bound_requester(launcher)
+    requester = cx.cache.pod_by_uid(bound[0]) if bound is not None else None
+    if requester is not None:
+        cx.ports.report.event(requester, "Normal", reason, message)
 
 
 def _obsolete(cx: Context, bk: Bookkeeping) -> bool:

@@ -383,6 +383,10 @@ class Recorder:
         self._maybe_fail("delete_instance")
         return self.instances_of(host).pop(instance_id, None) is not None
 
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes:
+        self.launcher_actions.append(("log", host, instance_id))
+        return b"error: unrecognized arguments: --bad"[-nbytes:]
+
     def instances_of(self, host: str) -> dict[str, InstanceState]:
         return self.launched.setdefault(host, {})
 
