@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dpctl import api
+from dpctl.clients import launcher as launcherclient
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.metrics import Metrics
 from dpctl.workqueue.metrics import UnfinishedWork
@@ -91,6 +92,7 @@ def _use_every_hook(metrics: Metrics, dual: DualPodsMetrics) -> None:
     dual.actuated("warm", requester(), "isc-a", 1)
     dual.launcher_created("lc-a", 0.5, True)
     dual.duality(launcher(), "I1i", ["GPU-node-1-0"], True)
+    dual.observe_http(launcherclient.PURPOSE_LIST, 200, 0.01)
 
 
 def dashboard() -> dict[str, Any]:
