@@ -38,6 +38,7 @@ from dpctl import api
 from dpctl.clients.http import HttpCallError, HttpClient
 from dpctl.clients.inference import InferenceClient
 from dpctl.clients.launcher import LauncherClient, launcher_url
+from dpctl.dualpods import launcherview, podview
 from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube, RawObj
 from dpctl.kube.transport import SERVICE_ACCOUNT_DIR, in_cluster, kubeconfig_contexts
 from dpctl.launcher.api import InstanceState, Status
@@ -136,7 +137,7 @@ async def ask_launchers(
     pods: Sequence[RawObj], launcher_port: int = api.LAUNCHER_PORT
 ) -> dict[str, fleet.LauncherSeen]:
     """What every launcher Pod worth asking (`fleet.should_ask`) says of its instances, by Pod name."""
-    asked = [p for p in pods if fleet.is_launcher(p) and fleet.should_ask(p)]
+    asked = [p for p in pods if podview.is_launcher(p) and fleet.should_ask(p)]
     if not asked:
         return {}
     http = HttpClient()
@@ -162,7 +163,7 @@ async def _ask_launcher(http: HttpClient, pod: RawObj, launcher_port: int) -> fl
 
 
 async def _ask_instance(inference: InferenceClient, ip: str, state: InstanceState) -> fleet.InstanceSeen:
-    port = fleet.instance_port(state)
+    port = launcherview.instance_port(state)
     if state.status != Status.RUNNING or port is None:
         return fleet.InstanceSeen(state=state)
     try:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from dpctl import api
-from dpctl.dualpods import gpumap, podview
+from dpctl.dualpods import gpumap, launcherview, podview
 from dpctl.dualpods.launcherview import BookkeepingError, bookkeeping
 from dpctl.dualpods.podview import RawObj
 from dpctl.launcher.api import InstanceState, Status
@@ -158,30 +158,11 @@ class LauncherSeen:
     error: str = ""  # the instance list could not be read; "" when it was
 
 
-def is_launcher(pod: RawObj) -> bool:
-    """A launcher Pod (launcher contract §1.2): it carries the ``launcher-config-name`` label."""
-    return bool(podview.labels(pod).get(api.LAUNCHER_CONFIG_NAME_LABEL))
-
-
-def _is_requester(pod: RawObj) -> bool:
-    """Of either path: a server-patch (direct) or an InferenceServerConfig (launcher) annotation."""
-    return podview.is_requester(pod) or api.INFERENCE_SERVER_CONFIG_ANNOTATION in podview.annotations(pod)
-
-
 def should_ask(launcher: RawObj) -> bool:
     """Whether its API is worth asking: it has an IP, is Ready and is not going away."""
     return (
         bool(podview.pod_ip(launcher)) and podview.pod_ready(launcher) and not podview.is_deleting(launcher)
     )
-
-
-def instance_port(state: InstanceState) -> int | None:
-    """Where an instance serves: its ``inference-port`` annotation (None: missing or no port)."""
-    try:
-        port = int((state.annotations or {}).get(api.INFERENCE_PORT_KEY, ""))
-    except ValueError:
-        return None
-    return port if 0 < port < 65536 else None
 
 
 @dataclass
@@ -236,9 +217,9 @@ def build(
     seen = launchers_seen or {}
     node_objs = {podview.name(n): n for n in nodes} if nodes is not None else None
     by_name = sorted(pods, key=podview.name)
-    launcher_pods = [p for p in by_name if is_launcher(p)]
-    requesters = [p for p in by_name if _is_requester(p) and not is_launcher(p)]
-    runners = [p for p in by_name if podview.is_runner(p) and not is_launcher(p)]
+    launcher_pods = [p for p in by_name if podview.is_launcher(p)]
+    requesters = [p for p in by_name if podview.is_requester(p) and not podview.is_launcher(p)]
+    runners = [p for p in by_name if podview.is_runner(p) and not podview.is_launcher(p)]
     requesters_by_uid = {podview.uid(r): r for r in requesters}
     bound_uids = {b[0] for b in map(podview.bound_requester, [*runners, *launcher_pods]) if b is not None}
 
@@ -405,7 +386,7 @@ def _instance(seen: InstanceSeen, bound_id: str, indices: Mapping[str, int]) -> 
     return Instance(
         id=state.instance_id,
         isc=(state.annotations or {}).get(api.ISC_NAME_KEY, ""),
-        port=instance_port(state),
+        port=launcherview.instance_port(state),
         gpu_uuids=uuids,
         gpu_indices=tuple(indices.get(u) for u in uuids),
         state=shown,
