@@ -6,8 +6,8 @@ ConfigMap) and what the launchers answered (`LauncherSeen`: their instance lists
 instance's ``/is_sleeping``, read by the command) into a typed report, and naming what stops
 progress. Pure: no I/O, and the clock is an argument, so the report of a hand-built fleet is
 exactly testable. Objects are read only through
-:mod:`~dpctl.dualpods.podview` and :mod:`~dpctl.dualpods.gpumap`, so the report sees a Pod and the
-map exactly as the controller does. The models are pydantic so JSON and YAML output are a plain
+:mod:`~dpctl.dualpods.podview`, :mod:`~dpctl.dualpods.launcherview` and
+:mod:`~dpctl.dualpods.gpumap`, so the report sees a Pod and the map exactly as the controller does. The models are pydantic so JSON and YAML output are a plain
 dump; their keys are camelCase like the Kubernetes objects beside them.
 
 A GPU is identified by its Node and its index or UUID, whichever is known: ``gpu-map`` links the
