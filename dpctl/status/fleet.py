@@ -19,7 +19,6 @@ empty, so a bad or missing map entry hides nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -506,7 +505,7 @@ def _node_errors(node_objs: Mapping[str, RawObj] | None, per_node: Mapping[str, 
 
 def _requester_errors(req: RawObj, node_objs: Mapping[str, RawObj] | None, has_runner: bool) -> list[Problem]:
     where = f"pod/{podview.name(req)}"
-    errors = [Problem(object=where, message=m) for m in _status_errors(req)]
+    errors = [Problem(object=where, message=m) for m in podview.status_errors(req)]
     node_name = podview.node_name(req)
     if not node_name:
         why = _unscheduled_reason(req)
@@ -539,18 +538,6 @@ def _runner_errors(runner: RawObj, requesters_by_uid: Mapping[str, RawObj]) -> l
             )
         )
     return errors
-
-
-def _status_errors(req: RawObj) -> tuple[str, ...]:
-    """The status annotation's errors; ``{"Errors":null}`` (upstream's "none", which the launcher
-    path writes) is none."""
-    raw = podview.annotations(req).get(podview.dialect(req).status) or ""
-    try:
-        if json.loads(raw) == {"Errors": None}:
-            return ()
-    except ValueError:
-        pass
-    return podview.status_errors(req)
 
 
 def _unscheduled_reason(pod: RawObj) -> str:
