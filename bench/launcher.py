@@ -235,6 +235,8 @@ def summarise(
                 k: int(v) for k, v in sorted(calls.items()) if k.split("/")[0] in report.WRITE_VERBS
             },
             "cpu_ms_per_actuation": round(1000 * cpu / n, 2) if n else None,
+            # Writes answered 409/422 (counted in the writes above: they were sent).
+            "api_conflicts": int(report.conflicts(calls)),
         }
     ups = [p for ps in by_path.values() for p in ps]
     n_up = sum(len(v) for p in ups for v in p.actuations.values())

@@ -531,18 +531,22 @@ class Bench:
             await until(self.controller.ready, 120, "the controller's caches synced")
             profilers = self.start_profilers()
             launcher_path: dict[str, Any] | None = None
+            direct_metrics: report.Samples | None = None
             try:
                 if args.scenario != "launcher":
                     await self.cold_burst(kube)
                     await self.churn(kube, 0, mixed=False)
                     await self.churn(kube, 1, mixed=True)
+                    # The direct path's histograms (added latency, call latencies) as they stand
+                    # before the launcher path adds to them.
+                    direct_metrics = self.controller.metrics()
                 if args.scenario != "direct":
                     if args.scenario == "all":
                         await self.clear_direct(kube)
                     launcher_path = await launcher.scenario(self, kube, NAMESPACE)
             finally:
                 stop_profilers(profilers)
-            run_metrics = self.controller.metrics()
+            run_metrics = direct_metrics or self.controller.metrics()
             memory = self.controller.memory_mb()
             restart = await self.restart(kube) if args.scenario != "launcher" else None
             violations = ctl.call(cluster.state_dir, "GET", "/ledger")[1]
@@ -648,7 +652,7 @@ class Bench:
             report.histogram(metrics, "workqueue_queue_duration_seconds", {"name": "dualpods"}), 1000
         )
         peak_rss = max(memory.get("VmHWM", 0.0), restart["peak_rss_mb"] if restart else 0.0)
-        lost = sum(report.conflicts(p.calls) for p in self.phases)
+        lost = sum(report.conflicts(p.calls) for p in direct)
         summary = {
             "requesters": args.requesters,
             "nodes": args.nodes,
