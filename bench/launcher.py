@@ -4,7 +4,8 @@ actuations through launcher Pods (launcher contract §2.4–§4) on the hollow c
 Objects (``bench.workload``): one LauncherConfig (``maxInstances`` 2, the ``*/launcher`` image,
 which the simulated kubelet runs as ``dpctl launcher`` with vLLM emulators as its instances),
 InferenceServerConfigs ``isc-a`` (port 8005) and ``isc-b`` (port 8006), and one ReplicaSet of
-requesters per node and ISC (``l<k>-a``, ``l<k>-b``), every GPU filled. No populator exists yet,
+requesters per node and ISC (``l<k>-a``, ``l<k>-b``) on the first ``--launcher-nodes`` nodes,
+every GPU of those filled. No populator exists yet,
 so no launcher is made in advance: the first round is **cold** (the controller creates a bound
 launcher for each requester). Then, each round a measured window:
 
@@ -159,7 +160,7 @@ def _fma(m: report.Samples, path: str) -> list[tuple[float, float]]:
 
 async def scenario(bench: Bench, kube: Kube, namespace: str) -> dict[str, Any]:
     """The rounds of the module docstring; returns the scenario's own figures (``summary``)."""
-    n, g = bench.args.nodes, bench.args.gpus_per_node
+    n, g = bench.args.launcher_nodes, bench.args.gpus_per_node
     total = n * g
     await setup(bench, kube, namespace)
     before = _added(bench)
@@ -194,7 +195,8 @@ async def scenario(bench: Bench, kube: Kube, namespace: str) -> dict[str, Any]:
     await down("launcher_down3", sets_b)
     await up("launcher_hot2_up", "a")
     after = _added(bench)
-    return summarise(bench.phases[began:], before, after, len(bench.tracker.launchers()))
+    out = summarise(bench.phases[began:], before, after, len(bench.tracker.launchers()))
+    return {"nodes": n, "gpus_per_node": g, "requesters_per_round": total, **out}
 
 
 def summarise(

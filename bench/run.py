@@ -120,6 +120,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         " and hot rounds alone (bench/launcher.py); all (default): both, the launcher path after the"
         " direct churn and before the restart",
     )
+    p.add_argument(
+        "--launcher-nodes",
+        type=int,
+        default=None,
+        help="nodes the launcher path uses, every GPU of each (default: 2, or fewer when there are;"
+        " each launcher Pod is two processes and each instance one, so hundreds would swamp the machine)",
+    )
     args = p.parse_args(argv)
     if args.nodes is None:
         args.nodes = 4 if args.quick else 32
@@ -127,6 +134,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.requesters = args.nodes * args.gpus_per_node
     if args.probe_period is None:
         args.probe_period = 1 if args.nodes <= 32 else 2 if args.nodes <= 64 else 5
+    if args.launcher_nodes is None:
+        args.launcher_nodes = min(args.nodes, 2)
+    if not 1 <= args.launcher_nodes <= args.nodes:
+        p.error(f"--launcher-nodes {args.launcher_nodes} must be 1 to --nodes ({args.nodes})")
     if args.pods_total is None:
         args.pods_total = 2000 if args.quick else 10000
     if args.requesters > args.nodes * args.gpus_per_node:
