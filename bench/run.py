@@ -704,6 +704,10 @@ class Bench:
             "load_avg": {"start": load_start, "end": report.load_average()},
             "scenario": args.scenario,
         }
+        if not direct:
+            # No direct scenario ran: the controller's histograms are all the launcher path's,
+            # and are in launcher_path, by its own windows.
+            summary["added_latency_ms"] = summary["added_p99_over_calls_p99"] = None
         if launcher_path is not None:
             direct_cpu = summary["cpu_ms_per_actuation"]
             lx_cpu = launcher_path["cpu_ms_per_actuation"]
