@@ -72,6 +72,9 @@ class ServerState:
     instance_unanswered_since: float | None = None
     # Set when its instance kept dying and is not created again: the requester's status error.
     gave_up: str | None = None
+    # Why the last create of the bound instance failed, shown until one succeeds (so that the
+    # status does not flip between the error and none, each write's event skipping the backoff).
+    create_failed: str | None = None
     actuation_observed: bool = False
     # The requester's resourceVersion and the runner's nominal hash when the API server refused
     # that runner: not sent again until one of them changes.

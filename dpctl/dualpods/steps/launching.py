@@ -46,6 +46,7 @@ from dpctl.workqueue.outcome import Done, Outcome, Retry
 
 DONE = Done()
 
+EMPTY_GPUS = "the assigned set of GPUs is empty (does the requester's container request nvidia.com/gpu?)"
 LAUNCHER_PATH_OFF = (
     "the launcher path is off: the controller cannot read InferenceServerConfigs and LauncherConfigs"
     " (install the chart's CRDs, grant it get/list/watch on them, and restart it)"
@@ -86,9 +87,7 @@ async def actuate(cx: Context, st: ServerState, requester: RawObj, node: str) ->
     if not isinstance(uuids, tuple):
         return uuids
     if not uuids:
-        return await user_error(
-            cx, st, requester, "BadInferenceServerConfig", "the assigned set of GPUs is empty"
-        )
+        return await user_error(cx, st, requester, "BadInferenceServerConfig", EMPTY_GPUS)
     wanted = await _wanted(cx, st, requester, isc, uuids, node)
     if not isinstance(wanted, Wanted):
         return wanted
