@@ -218,8 +218,9 @@ def _error_with(setup: Setup, name: str, *words: str) -> str:
     return found[0] if found else ""
 
 
-def _wait_error(setup: Setup, name: str, words: tuple[str, ...]) -> str:
-    return wait_for(lambda: _error_with(setup, name, *words), LX_TIMEOUT, f"a status error with {words}")
+def _status_errors(setup: Setup, name: str) -> list[str]:
+    pod = setup.kubectl.pod(name)
+    return launcher_status_errors(pod) if pod else []
 
 
 def _warning_saying(setup: Setup, name: str, reason: str, message: str) -> list[dict[str, Any]]:
@@ -250,7 +251,10 @@ def test_launcher_bad_input_row(lsetup: Setup, row: Row) -> None:
     try:
         setup.kubectl.apply(_isc_of(row))
         create_pod(setup.kubectl, _requester(row, name))
-        messages = [_wait_error(setup, name, words) for words in row.errors]
+        # A row's errors are written together, in one patch: the first shown are all there are.
+        shown = wait_for(lambda: _status_errors(setup, name), LX_TIMEOUT, f"a status error on {name}")
+        messages = [next((e for e in shown if all(w in e for w in words)), "") for words in row.errors]
+        assert all(messages), f"the status errors should have the words {row.errors}; they are {shown}"
         for message in messages:
             assert _warning_saying(setup, name, row.event, message)
         _assert_no_loop(_window(setup, name))
@@ -378,32 +382,6 @@ def test_bookkeeping_annotation_removed_from_a_bound_launcher(lsetup: Setup) -> 
         _cleanup(setup, row, iscs=(isc,))
 
 
-def test_unknown_gpu_uuid_at_the_launcher_is_retried_with_backoff(lsetup: Setup) -> None:
-    """§9: the stub names a GPU the launcher does not have; its PUT fails (400): a status error,
-    retried with backoff (the stub may be fixed), the launcher kept bound."""
-    setup, row = lsetup, "unknown-gpu"
-    isc, name = f"isc-{row}", f"lbad-{row}"
-    try:
-        setup.kubectl.apply(inference_server_config(isc))
-        create_pod(
-            setup.kubectl, launcher_requester(name, row, isc, env=_stub_gpus(json.dumps([UNKNOWN_GPU])))
-        )
-        message = wait_for(
-            lambda: _error_with(setup, name, "cannot create vLLM instance", "400"),
-            LX_TIMEOUT,
-            "a status error saying the launcher refused the instance",
-        )
-        assert UNKNOWN_GPU in message, message
-        _assert_no_loop(_window(setup, name), max_http=2 * MAX_TRIES)  # each try: list the instances, PUT
-        pod = setup.kubectl.pod(name)
-        assert pod is not None and message in launcher_status_errors(pod)
-        launcher = _launcher_of(setup, podview.uid(pod))
-        assert launcher is not None and not podview.is_deleting(launcher)
-        _assert_undisturbed(setup)
-    finally:
-        _cleanup(setup, row, iscs=(isc,))
-
-
 def test_instance_that_never_answers_is_deleted_after_the_start_timeout(lsetup: Setup) -> None:
     """§9 [D]: vLLM hangs while loading (here: its /is_sleeping never answers); after
     --instance-start-timeout the instance is deleted, saying why, and its requester goes."""
@@ -426,6 +404,32 @@ def test_instance_that_never_answers_is_deleted_after_the_start_timeout(lsetup: 
         # Asked about once a second until the timeout; a loop would ask far more.
         assert calls.http <= 4 * INSTANCE_START_TIMEOUT_S, f"{calls.http} HTTP calls: a loop"
         assert "Traceback" not in setup.controller.log()
+        _assert_undisturbed(setup)
+    finally:
+        _cleanup(setup, row, iscs=(isc,))
+
+
+def test_unknown_gpu_uuid_at_the_launcher_is_retried_with_backoff(lsetup: Setup) -> None:
+    """§9: the stub names a GPU the launcher does not have; its PUT fails (400): a status error,
+    retried with backoff (the stub may be fixed), the launcher kept bound."""
+    setup, row = lsetup, "unknown-gpu"
+    isc, name = f"isc-{row}", f"lbad-{row}"
+    try:
+        setup.kubectl.apply(inference_server_config(isc))
+        create_pod(
+            setup.kubectl, launcher_requester(name, row, isc, env=_stub_gpus(json.dumps([UNKNOWN_GPU])))
+        )
+        message = wait_for(
+            lambda: _error_with(setup, name, "cannot create vLLM instance", "400"),
+            LX_TIMEOUT,
+            "a status error saying the launcher refused the instance",
+        )
+        assert UNKNOWN_GPU in message, message
+        _assert_no_loop(_window(setup, name), max_http=2 * MAX_TRIES)  # each try: list the instances, PUT
+        pod = setup.kubectl.pod(name)
+        assert pod is not None and message in launcher_status_errors(pod)
+        launcher = _launcher_of(setup, podview.uid(pod))
+        assert launcher is not None and not podview.is_deleting(launcher)
         _assert_undisturbed(setup)
     finally:
         _cleanup(setup, row, iscs=(isc,))
