@@ -108,12 +108,15 @@ def launcher_awake(launcher: RawObj, routing: RoutingMetadata) -> list[Op]:
     return _guarded_by_binding(launcher, before, after)
 
 
-def launcher_routing_removed(launcher: RawObj, routing: RoutingMetadata) -> list[Op]:
+def launcher_routing_removed(launcher: RawObj, routing: RoutingMetadata, asleep: bool = False) -> list[Op]:
     """Unbinding begins (R20): the ISC's routing labels go first, so routing stops before the
-    instance sleeps."""
+    instance sleeps. ``asleep``: its instance is dead, so ``sleeping=true`` goes in the same write
+    (I3: never routing labels on a launcher whose instance is not awake)."""
     before, after = _maps(launcher), _maps(launcher)
     for key in routing.labels:
         after["labels"].pop(key, None)
+    if asleep:
+        after["labels"][api.SLEEPING_LABEL] = "true"
     return _guarded_by_binding(launcher, before, after)
 
 

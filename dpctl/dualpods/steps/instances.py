@@ -183,8 +183,18 @@ async def _instance_died(
     """R17: the bound instance stopped (or vanished after we saw it): the requester goes, and its
     ReplicaSet's replacement gets a fresh instance — unless it keeps dying (§9 [D])."""
     st.instance_awake = None
-    if podview.sleeping_label(launcher) != "true":
-        await cx.ports.pods.patch_pod(podview.name(launcher), patches.sleeping_label(True))
+    routed = any(k in podview.labels(launcher) for k in bk.routing.labels)
+    if routed or podview.sleeping_label(launcher) != "true":
+        try:
+            await cx.ports.pods.patch_pod(
+                podview.name(launcher), patches.launcher_routing_removed(launcher, bk.routing, asleep=True)
+            )
+        except ApiError as err:
+            if err.conflict or err.not_found:
+                return Retry(
+                    f"launcher {podview.name(launcher)} changed while marking it asleep: {err.message}"
+                )
+            raise
     if st.requester_delete_requested:
         return DONE
     if cx.memory.died(bk.instance_id, time.monotonic()) >= DEATHS_COUNTED:

@@ -426,3 +426,17 @@ async def test_an_empty_gpu_list_is_a_status_error_that_waits_for_a_change() -> 
     assert await r.reconcile(ServerKey("uid-a")) == Done()
     assert status_errors(w)[0].startswith("the assigned set of GPUs is empty")
     assert rec.launcher_actions == []
+
+
+async def test_a_dead_instances_routing_labels_go_with_the_asleep_label_in_one_write() -> None:
+    w, r, rec = await bound_world(iscs=[isc(labels={"model": "granite"})])
+    assert w.pods["launcher-a"]["metadata"]["labels"]["model"] == "granite"
+    (iid,) = rec.instances_of(L_IP)
+    rec.instances_of(L_IP)[iid] = state(iid, status="stopped")
+    before = len(patched(rec, "launcher-a"))
+    await r.reconcile(ServerKey("uid-a"))
+    (write,) = patched(rec, "launcher-a")[before:]
+    assert json_patch_edits(write) == {
+        "/metadata/labels/model": None,
+        "/metadata/labels/dual-pods.llm-d.ai~1sleeping": "true",
+    }
