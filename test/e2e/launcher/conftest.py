@@ -124,6 +124,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if harness is not None:
             try:
                 parts.append(dump(harness.kc, harness.dpctlr, tail=120))
+                parts.append("--- dual-pods labels and annotations ---")
+                for p in harness.kc.pods():
+                    keep = {
+                        k: v
+                        for k, v in {
+                            **(p["metadata"].get("labels") or {}),
+                            **(p["metadata"].get("annotations") or {}),
+                        }.items()
+                        if k.startswith(("dual-pods.llm-d.ai/", "e2e-test.fma.llm-d.ai/"))
+                    }
+                    parts.append(f"{p['metadata']['name']}: {json.dumps(keep)}")
                 parts.append("--- launchers' instances ---")
                 for p in harness.launchers():
                     name = p["metadata"]["name"]

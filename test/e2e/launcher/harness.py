@@ -254,8 +254,9 @@ class Lx:
         return self.metric("fma_actuation_seconds_count", **want)
 
     def idle(self, what: str) -> None:
-        """Wait until the controller has nothing queued and no worker busy."""
-        wait_for(lambda: self.dpctlr.queue().idle, T, f"the controller idle after {what}")
+        """Wait until the (new) controller has taken in the namespace and has nothing queued and
+        no worker busy."""
+        self.dpctlr.wait_processed(0, what)
 
     def log_count(self, message: str) -> int:
         return self.dpctlr.count(message)
@@ -297,6 +298,9 @@ class Lx:
         )
         assert t_l is not None, f"launcher {lname} bound to {rname} without dual={rname}"
         r_now = self.mon.pod(rname) or req
+        assert annots(r_now).get(api.ACCELERATORS_ANNOTATION) == ",".join(uuids), annots(r_now)
+        status = json.loads(annots(r_now).get(api.HEAD.status) or "{}")
+        assert status.get("Errors") in (None, []), f"requester {rname} status: {status}"
         assert labels(r_now).get(api.INSTANCE_LABEL) == iid, (
             f"requester {rname}: instance label {labels(r_now).get(api.INSTANCE_LABEL)!r}, "
             f"contract §2.5 gives {iid!r} for GPUs {uuids}"
@@ -305,6 +309,8 @@ class Lx:
         assert ann.get(api.INSTANCE_ID_ANNOTATION) == iid
         assert ann.get(api.SERVER_PORT_ANNOTATION) == str(msc.port)
         assert PROVIDER_FINALIZER in (meta(self.mon.pod(lname) or launcher).get("finalizers") or [])
+        routing = json.loads(ann.get(api.ISC_ROUTING_METADATA_ANNOTATION, "{}"))
+        assert routing == {"labels": msc.labels, "annotations": msc.annotations}, routing
         body = json.loads(ann.get(api.VLLM_CONFIG_ANNOTATION, "{}"))
         assert body.get("gpu_uuids") == uuids and body.get("annotations", {}).get(api.ISC_NAME_KEY) == isc, (
             body

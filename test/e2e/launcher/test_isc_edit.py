@@ -31,6 +31,7 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
     wait_for(lx.unbound_asleep(a.launcher, a.instance, a.port), T, "a's instance asleep, unbound")
     committed = lx.iscs["isc-a13"]
     slept = lx.log_count(Log.SLEPT)
+    obsolete = lx.log_count(Log.DELETED_OBSOLETE)
 
     t0 = time.time()
     lx.edit_isc_options("isc-a13", "--max-model-len 2048")
@@ -41,6 +42,7 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
         max_interval=FAST,
     )
     lx.within("A13 sleeping instance deleted after the ISC edit", t0, t_gone, 10)
+    assert lx.log_count(Log.DELETED_OBSOLETE) == obsolete + 1
     # The bound one serves on, with the labels it was committed to.
     assert b.instance in lx.instances(b.launcher)
     assert lx.is_sleeping(b.launcher, b.port) is False

@@ -9,7 +9,8 @@ import pytest
 from dpctl import api
 from helpers import wait_for
 
-from .harness import Log, Lx, T, routed, unbound
+from . import objects
+from .harness import Log, Lx, T, unbound
 from .monitor import labels
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,7 @@ def test_a1_a2_a3_ready_launcher_is_bound_its_instance_created_woken_and_relayed
     early = [
         u.at
         for u in lx.mon.updates(launcher)
-        if "e2e-test.fma.llm-d.ai/isc" in labels(u.pod) and not routed(u.pod, lx.iscs["isc-a1"])
+        if objects.ISC_LABEL in labels(u.pod) and labels(u.pod).get(api.SLEEPING_LABEL) != "false"
     ]
     assert early == [], f"A3: the launcher carried the ISC labels before it was awake, at {early}"
     assert lx.log_count(Log.BOUND) >= 1 and lx.log_count(Log.CREATED_INSTANCE) >= 1
