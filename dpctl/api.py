@@ -147,6 +147,14 @@ class LogMsg:
     RELAYED_READINESS: Final = "Successfully relayed the readiness"
     END_OF_LIFE: Final = "End of life of inference server"
     SLEEPER_LIMIT_DELETE: Final = "Deleted server-running Pod with sleeping server, to respect sleeper-limit"
+    # The launcher path's (launcher contract §10).
+    CREATED_LAUNCHER: Final = "Created launcher-based server-providing pod"
+    BOUND_LAUNCHER: Final = "Bound server-providing Pod"
+    CREATED_INSTANCE: Final = "Created vLLM instance"
+    UNBOUND_LAUNCHER: Final = "Unbound server-providing Pod"
+    RECLAIMED_INSTANCE: Final = "Ensured vLLM instance absent to reclaim launcher capacity"
+    DELETED_OBSOLETE: Final = "Deleted obsolete sleeping instance"
+    INSTANCE_STOPPED: Final = "Requested deletion of server-requesting Pod because bound instance stopped"
 
 
 class RequesterStatus(BaseModel):
@@ -156,8 +164,10 @@ class RequesterStatus(BaseModel):
 
     errors: tuple[str, ...] = Field(default=(), alias="Errors")
 
-    def to_annotation(self) -> str:
-        return json.dumps({"Errors": list(self.errors)}, separators=(",", ":"))
+    def to_annotation(self, none_as_null: bool = False) -> str:
+        """The annotation's value; upstream's launcher path writes ``{"Errors":null}`` for none."""
+        errors = list(self.errors) if self.errors or not none_as_null else None
+        return json.dumps({"Errors": errors}, separators=(",", ":"))
 
 
 def listen_host(env: Mapping[str, str] | None = None) -> str:

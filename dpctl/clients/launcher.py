@@ -28,6 +28,9 @@ DELETE_TIMEOUT_S: Final = 15.0
 PURPOSE_LIST = "list the launcher's vLLM instances"
 PURPOSE_CREATE = "create a vLLM instance in the launcher"
 PURPOSE_DELETE = "delete a vLLM instance from the launcher"
+PURPOSE_LOG = "read a vLLM instance's log from the launcher"
+# A log read returns at most 1 MiB (the launcher's limit per reply).
+LOG_TIMEOUT_S: Final = 10.0
 
 
 def launcher_url(pod_ip: str) -> str:
@@ -72,6 +75,13 @@ class LauncherClient:
         except ValueError:
             doc = None
         return _state(PURPOSE_CREATE, url, result.status, doc)
+
+    async def log_tail(self, base: str, instance_id: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` of the first MiB of the instance's log (a short-lived instance's
+        log is all there)."""
+        url = f"{base}{INSTANCES_PATH}/{instance_id}/log"
+        result = await self._http.call(PURPOSE_LOG, "GET", url, timeout=LOG_TIMEOUT_S)
+        return result.body[-nbytes:]
 
     async def delete(self, base: str, instance_id: str) -> bool:
         """Stop and forget the instance; False when the launcher did not have it (404): gone is gone."""

@@ -9,10 +9,12 @@ writers of other fields never conflict with us; deletes carry UID preconditions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dpctl import api
 from dpctl.clients.inference import InferenceClient
+from dpctl.clients.launcher import LauncherClient, launcher_url
 from dpctl.clients.requester import RequesterClient
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.metrics import DualPodsMetrics
@@ -20,6 +22,7 @@ from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, EventType, LogRelays, Path, Ports
 from dpctl.events import EventRecorder
 from dpctl.kube import PODS, ApiError, Kube, PatchType
+from dpctl.launcher.api import InstanceState
 
 
 class KubePods:
@@ -85,6 +88,23 @@ class Servers:
         await self.servers.wake_up(host, port)
 
 
+class Launchers:
+    def __init__(self, launchers: LauncherClient) -> None:
+        self.launchers = launchers
+
+    async def instances(self, host: str) -> list[InstanceState]:
+        return await self.launchers.instances(launcher_url(host))
+
+    async def create(self, host: str, instance_id: str, body: RawObj) -> InstanceState:
+        return await self.launchers.create(launcher_url(host), instance_id, body)
+
+    async def delete(self, host: str, instance_id: str) -> bool:
+        return await self.launchers.delete(launcher_url(host), instance_id)
+
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes:
+        return await self.launchers.log_tail(launcher_url(host), instance_id, nbytes)
+
+
 class EventsAndMetrics:
     def __init__(self, events: EventRecorder | None, metrics: DualPodsMetrics) -> None:
         self.events = events
@@ -103,8 +123,14 @@ class EventsAndMetrics:
     def status_error(self, reason: ErrorReason) -> None:
         self.metrics.status_error(reason)
 
-    def actuated(self, path: Path, requester: RawObj) -> None:
-        self.metrics.actuated(path, requester)
+    def actuated(self, path: Path, requester: RawObj, isc: str = "", instances_deleted: int = 0) -> None:
+        self.metrics.actuated(path, requester, isc, instances_deleted)
+
+    def launcher_created(self, lc: str, seconds: float, success: bool) -> None:
+        self.metrics.launcher_created(lc, seconds, success)
+
+    def duality(self, launcher: RawObj, instance_id: str, gpu_uuids: Sequence[str], bound: bool) -> None:
+        self.metrics.duality(launcher, instance_id, gpu_uuids, bound)
 
     def added_latency(self, step: Step, seconds: float) -> None:
         self.metrics.added_latency(step, seconds)
@@ -118,6 +144,7 @@ def kube_ports(
     events: EventRecorder | None,
     metrics: DualPodsMetrics,
     logs: LogRelays,
+    launchers: LauncherClient,
 ) -> Ports:
     return Ports(
         KubePods(kube, namespace),
@@ -125,4 +152,5 @@ def kube_ports(
         Servers(servers),
         EventsAndMetrics(events, metrics),
         logs,
+        Launchers(launchers),
     )

@@ -1,4 +1,5 @@
-"""The controller's view of its informers: indexes over Pods, plus Nodes and the ``gpu-map``.
+"""The controller's view of its informers: indexes over Pods, plus Nodes, the ``gpu-map``, and
+the InferenceServerConfigs and LauncherConfigs of the launcher path.
 
 Indexes are declared here (``INDEXERS``) and maintained by the informer store on every event,
 so each lookup the reconciler makes is a dictionary hit, not a scan of the namespace.
@@ -11,7 +12,7 @@ nor trips over their preconditions.
 ``managedFields`` (often half of a Pod's JSON) only the controller's own last write time stays,
 which is what the sleeper-limit LRU reads (``podview.manager_time``); of a runner's spec, only
 where it runs and its ``inference-server`` container's env and readiness probe (its GPUs and its
-port); a requester keeps its whole spec (a runner is built from it). A Pod that is neither keeps
+port), and the same of a launcher (where it runs); a requester keeps its whole spec (a runner is built from it). A Pod that is neither keeps
 only its identity, since nothing but "is it one of ours?" is ever asked of it; one that later
 becomes one arrives whole with that change.
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from dpctl import api
-from dpctl.dualpods import gpumap, podview
+from dpctl.dualpods import gpumap, launcherview, podview
 from dpctl.dualpods.podview import RawObj
 from dpctl.informer import Store
 
@@ -32,6 +33,9 @@ BY_BOUND_REQUESTER = "bound-requester"
 BY_NOMINAL = "nominal"
 BY_GPU = "gpu"
 REQUESTERS_BY_NODE = "requesters-by-node"
+REQUESTERS_BY_ISC = "requesters-by-isc"
+LAUNCHERS_BY_HASH = "launchers-by-config-hash"
+LAUNCHERS_BY_NODE = "launchers-by-node"
 
 
 def _by_uid(pod: RawObj) -> Iterable[str]:
@@ -39,7 +43,7 @@ def _by_uid(pod: RawObj) -> Iterable[str]:
 
 
 def _by_bound_requester(pod: RawObj) -> Iterable[str]:
-    bound = podview.bound_requester(pod) if podview.is_runner(pod) else None
+    bound = podview.bound_requester(pod) if podview.is_provider(pod) else None
     return [bound[0]] if bound else []
 
 
@@ -63,12 +67,29 @@ def _requesters_by_node(pod: RawObj) -> Iterable[str]:
     return [node] if node and podview.is_requester(pod) else []
 
 
+def _requesters_by_isc(pod: RawObj) -> Iterable[str]:
+    return [podview.isc_name(pod)] if podview.wants_launcher(pod) and podview.isc_name(pod) else []
+
+
+def _launchers_by_hash(pod: RawObj) -> Iterable[str]:
+    found = launcherview.config_hash(pod) if podview.is_launcher(pod) else ""
+    return [found] if found else []
+
+
+def _launchers_by_node(pod: RawObj) -> Iterable[str]:
+    node = podview.runner_node(pod) if podview.is_launcher(pod) else ""
+    return [node] if node else []
+
+
 POD_INDEXERS: Mapping[str, Callable[[RawObj], Iterable[str]]] = {
     BY_UID: _by_uid,
     BY_BOUND_REQUESTER: _by_bound_requester,
     BY_NOMINAL: _by_nominal,
     BY_GPU: _by_gpu,
     REQUESTERS_BY_NODE: _requesters_by_node,
+    REQUESTERS_BY_ISC: _requesters_by_isc,
+    LAUNCHERS_BY_HASH: _launchers_by_hash,
+    LAUNCHERS_BY_NODE: _launchers_by_node,
 }
 
 
@@ -83,7 +104,7 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     meta = pod.get("metadata")
     if not isinstance(meta, dict):
         return pod
-    if not (podview.is_requester(pod) or podview.is_runner(pod)):
+    if not (podview.is_requester(pod) or podview.is_provider(pod)):
         return {"metadata": {k: meta[k] for k in _IDENTITY if k in meta}}
     if "managedFields" in meta:
         used = podview.manager_time(pod)  # ours, else the creation time: the LRU clock either way
@@ -92,7 +113,7 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
             meta["managedFields"] = ours
         else:
             del meta["managedFields"]
-    if podview.is_runner(pod) and not podview.is_requester(pod) and isinstance(pod.get("spec"), dict):
+    if podview.is_provider(pod) and not podview.is_requester(pod) and isinstance(pod.get("spec"), dict):
         pod["spec"] = _runner_spec(pod["spec"])  # a new dict: callers may hand in a shallow copy
     return pod
 
@@ -142,7 +163,7 @@ class RecentWrites:
         now = self._clock()
         # A shallow copy will do: slim_pod only replaces metadata's managedFields.
         self._by_uid[uid] = (now, slim_pod({**written, "metadata": dict(podview.meta(written))}))
-        bound = podview.bound_requester(written) if podview.is_runner(written) else None
+        bound = podview.bound_requester(written) if podview.is_provider(written) else None
         if bound is not None:
             self._bound[bound[0]] = uid
         meta = podview.meta(written)
@@ -215,11 +236,22 @@ class Lookup(Protocol):
 class CacheView:
     """Implements :class:`dpctl.dualpods.reconcile.Cache` over the informer stores."""
 
-    def __init__(self, namespace: str, pods: Store, nodes: Lookup, configmaps: Store) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        pods: Store,
+        nodes: Lookup,
+        configmaps: Store,
+        inference_server_configs: Lookup | None = None,
+        launcher_configs: Lookup | None = None,
+    ) -> None:
         self.namespace = namespace
         self.pods = pods
         self.nodes = nodes
         self.configmaps = configmaps
+        # None: the launcher path is off (its CRDs are not served, or not readable).
+        self.iscs = inference_server_configs
+        self.lcs = launcher_configs
         self.recent = RecentWrites()
         self._parsed: tuple[str, gpumap.GpuMap | None] | None = None
 
@@ -245,7 +277,7 @@ class CacheView:
             return None
         return self.recent.fresh(pod)
 
-    def runners_bound_to(self, requester_uid: str) -> Sequence[RawObj]:
+    def providers_bound_to(self, requester_uid: str) -> Sequence[RawObj]:
         found = self._indexed(BY_BOUND_REQUESTER, requester_uid)
         if not found:
             pending = self.recent.bound_runner_not_cached(requester_uid, self._cached)
@@ -264,6 +296,29 @@ class CacheView:
 
     def requesters_on_node(self, node: str) -> Sequence[RawObj]:
         return self._indexed(REQUESTERS_BY_NODE, node)
+
+    def requesters_of_isc(self, isc: str) -> Sequence[RawObj]:
+        return self._indexed(REQUESTERS_BY_ISC, isc)
+
+    def launchers_with_config_hash(self, config_hash: str) -> Sequence[RawObj]:
+        return self._indexed(LAUNCHERS_BY_HASH, config_hash)
+
+    def launchers_on_node(self, node: str) -> Sequence[RawObj]:
+        return self._indexed(LAUNCHERS_BY_NODE, node)
+
+    def launchers(self) -> Sequence[RawObj]:
+        return [
+            pod for node in self.pods.index_values(LAUNCHERS_BY_NODE) for pod in self.launchers_on_node(node)
+        ]
+
+    def launcher_path_on(self) -> bool:
+        return self.iscs is not None and self.lcs is not None
+
+    def inference_server_config(self, name: str) -> RawObj | None:
+        return self.iscs.get(f"{self.namespace}/{name}") if self.iscs is not None else None
+
+    def launcher_config(self, name: str) -> RawObj | None:
+        return self.lcs.get(f"{self.namespace}/{name}") if self.lcs is not None else None
 
     def node(self, name: str) -> RawObj | None:
         return self.nodes.get(name)

@@ -46,4 +46,7 @@ class ControllerConfig(BaseModel):
         return (mib if mib is not None else UPSTREAM_MIB_PER_SLEEPER * self.sleeper_limit) << 20
 
     log_relay: bool = Field(default=True, description="relay bound runners' logs to their stubs")
+    instance_start_timeout_s: float = Field(
+        default=900.0, gt=0, description="how long a launcher instance may take to answer after its start"
+    )
     log_relay_bytes_per_s: int = Field(default=65536, ge=1024, description="per relay")

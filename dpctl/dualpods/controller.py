@@ -20,17 +20,27 @@ from typing import Any
 from dpctl import api, log
 from dpctl.dualpods import patches, podview
 from dpctl.dualpods.cache import POD_INDEXERS, CacheView, RecentWrites, slim_pod
-from dpctl.dualpods.keys import Key, RunnerKey, ServerKey
+from dpctl.dualpods.keys import IscKey, Key, RunnerKey, ServerKey
 from dpctl.dualpods.latency import Stamps
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import PodWrites, Ports
 from dpctl.dualpods.reconcile import Reconciler, Settings
+from dpctl.fma.v1alpha1 import API_VERSION, INFERENCE_SERVER_CONFIG, LAUNCHER_CONFIG, Kind
 from dpctl.informer import Informer, InformerMetrics, kube_lister
-from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube
+from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube, Resource
 from dpctl.workqueue import QueueMetrics, RateLimitingQueue, default_controller_rate_limiter, run_workers
 from dpctl.workqueue.outcome import Outcome
 
 SYNC_WARN_AFTER_S = 30.0
+
+
+def resource(kind: Kind) -> Resource:
+    """Where the API serves one of the launcher path's kinds (all namespaced)."""
+    return Resource(API_VERSION, kind.plural, namespaced=True)
+
+
+ISCS = resource(INFERENCE_SERVER_CONFIG)
+LCS = resource(LAUNCHER_CONFIG)
 
 
 class Controller:
@@ -44,6 +54,7 @@ class Controller:
         watch_nodes: bool = True,
         queue_metrics: QueueMetrics | None = None,
         informer_metrics: InformerMetrics | None = None,
+        launcher_path: bool = True,
     ) -> None:
         self.namespace = namespace
         self.num_workers = num_workers
@@ -63,11 +74,23 @@ class Controller:
         self.nodes: Informer | None = (
             Informer("nodes", kube_lister(kube, NODES), metrics=informer_metrics) if watch_nodes else None
         )
+        # The launcher path's objects; None when their CRDs are not served or readable.
+        self.iscs: Informer | None = None
+        self.lcs: Informer | None = None
+        if launcher_path:
+            self.iscs = Informer(
+                "inferenceserverconfigs", kube_lister(kube, ISCS, namespace), metrics=informer_metrics
+            )
+            self.lcs = Informer(
+                "launcherconfigs", kube_lister(kube, LCS, namespace), metrics=informer_metrics
+            )
         self.cache = CacheView(
             namespace,
             self.pods.store,
             self.nodes.store if self.nodes is not None else _AnyNode(),
             self.configmaps.store,
+            self.iscs.store if self.iscs is not None else None,
+            self.lcs.store if self.lcs is not None else None,
         )
         self.queue: RateLimitingQueue[Key] = RateLimitingQueue(
             "dualpods", default_controller_rate_limiter(), metrics=queue_metrics
@@ -87,12 +110,22 @@ class Controller:
             self.nodes.add_handlers(
                 on_add=self._node_changed, on_update=self._node_updated, on_delete=self._node_changed
             )
+        if self.iscs is not None:
+            self.iscs.add_handlers(
+                on_add=self._isc_changed, on_update=self._isc_updated, on_delete=self._isc_deleted
+            )
+        if self.lcs is not None:
+            self.lcs.add_handlers(
+                on_add=self._lc_changed,
+                on_update=lambda _o, new: self._lc_changed(new),
+                on_delete=self._lc_changed,
+            )
         self.synced = asyncio.Event()
         self._reconciled = False
 
     @property
     def informers(self) -> list[Informer]:
-        return [i for i in (self.pods, self.configmaps, self.nodes) if i is not None]
+        return [i for i in (self.pods, self.configmaps, self.nodes, self.iscs, self.lcs) if i is not None]
 
     async def run_informers(self) -> None:
         """Fill and follow the caches until cancelled."""
@@ -152,6 +185,8 @@ class Controller:
         self._enqueue(_keys_of(pod))
         if podview.is_runner(pod):
             self._gpus_may_be_free(pod)
+        elif podview.is_launcher(pod) and podview.bound_requester(pod) is None:
+            self._launcher_may_serve(pod)
 
     def _pod_deleted(self, pod: RawObj) -> None:
         self.cache.recent.forget(podview.uid(pod))
@@ -160,14 +195,18 @@ class Controller:
     def _pod_updated(self, old: RawObj, new: RawObj) -> None:
         self._stamp(old, new)
         self._enqueue(_keys_of(new))
-        old_bound = podview.bound_requester(old) if podview.is_runner(old) else None
-        new_bound = podview.bound_requester(new) if podview.is_runner(new) else None
+        old_bound = podview.bound_requester(old) if podview.is_provider(old) else None
+        new_bound = podview.bound_requester(new) if podview.is_provider(new) else None
         if old_bound is not None and old_bound != new_bound:
             self.queue.add(ServerKey(old_bound[0]))
         if podview.is_runner(new) and (
             (old_bound and not new_bound) or (podview.is_deleting(new) and not podview.is_deleting(old))
         ):
             self._gpus_may_be_free(new)
+        if podview.is_launcher(new) and (new_bound is None or podview.is_deleting(new)):
+            # R21, R23: an unbound launcher changed (Ready, its instances, going), or one let go
+            # of a server: the Node's waiting requesters may be served now.
+            self._launcher_may_serve(new)
 
     def _stamp(self, old: RawObj | None, new: RawObj) -> None:
         """Note the arrival of what enables a step: a requester's container now running and not
@@ -176,7 +215,7 @@ class Controller:
             return
         if podview.is_requester(new):
             started = podview.container_running(new) and not (old and podview.container_running(old))
-            if started and not self.cache.runners_bound_to(podview.uid(new)):
+            if started and not self.cache.providers_bound_to(podview.uid(new)):
                 self.stamps.mark("actuate", podview.uid(new))
         elif podview.is_runner(new):
             bound = podview.bound_requester(new)
@@ -187,12 +226,42 @@ class Controller:
     def _gpus_may_be_free(self, runner: RawObj) -> None:
         """A runner left its GPUs: requesters waiting on that Node may go ahead now."""
         for requester in self.cache.requesters_on_node(podview.runner_node(runner)):
-            if not self.cache.runners_bound_to(podview.uid(requester)):
+            if not self.cache.providers_bound_to(podview.uid(requester)):
                 self.queue.add(ServerKey(podview.uid(requester)))
+
+    def _launcher_may_serve(self, launcher: RawObj) -> None:
+        for requester in self.cache.requesters_on_node(podview.runner_node(launcher)):
+            if podview.wants_launcher(requester) and not self.cache.providers_bound_to(
+                podview.uid(requester)
+            ):
+                self.queue.add(ServerKey(podview.uid(requester)))
+
+    def _isc_changed(self, isc: RawObj) -> None:
+        """R7: the requesters that name it (the unbound ones wait on it; bound ones ignore it)."""
+        for requester in self.cache.requesters_of_isc(podview.name(isc)):
+            self.queue.add(ServerKey(podview.uid(requester)))
+
+    def _isc_updated(self, old: RawObj, new: RawObj) -> None:
+        self._isc_changed(new)
+        if old.get("spec") != new.get("spec"):
+            self.queue.add(IscKey(podview.name(new)))  # R22: its older instances are obsolete
+
+    def _isc_deleted(self, isc: RawObj) -> None:
+        self._isc_changed(isc)
+        self.queue.add(IscKey(podview.name(isc)))  # R22 [D]: its sleeping instances go too
+
+    def _lc_changed(self, lc: RawObj) -> None:
+        """R10 [D]: the requesters whose ISC names this LauncherConfig (upstream misses these)."""
+        if self.iscs is None:
+            return
+        for isc in self.iscs.store.list():
+            spec = isc.get("spec")
+            if isinstance(spec, dict) and spec.get("launcherConfigName") == podview.name(lc):
+                self._isc_changed(isc)
 
     def _gpu_map_changed(self) -> None:
         for pod in self.pods.store.list():
-            if podview.is_requester(pod) and not self.cache.runners_bound_to(podview.uid(pod)):
+            if podview.is_requester(pod) and not self.cache.providers_bound_to(podview.uid(pod)):
                 self.queue.add(ServerKey(podview.uid(pod)))
 
     def _node_changed(self, node: RawObj) -> None:
@@ -231,7 +300,7 @@ def _keys_of(pod: RawObj) -> list[Key]:
     keys: list[Key] = []
     if podview.is_requester(pod):
         keys.append(ServerKey(podview.uid(pod)))
-    if podview.is_runner(pod):
+    if podview.is_provider(pod):
         bound = podview.bound_requester(pod)
         keys.append(ServerKey(bound[0]) if bound else RunnerKey(podview.uid(pod)))
     return keys

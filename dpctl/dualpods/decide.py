@@ -2,9 +2,15 @@
 
 Read top to bottom, :func:`decide` is §5's order of precedence: a runner being deleted is
 reflected first; a requester gone or going releases its runner; a requester that carries the
-server-patch annotation of both dialects (§2b) is refused; a requester not yet placed (or
-on a Node absent or departing) waits for its Node; a bound pair is served; a requester on a
-cordoned Node without a runner is deleted; anything else is actuated.
+server-patch annotation of both dialects (§2b), or a server-patch and an InferenceServerConfig,
+is refused; a requester not yet placed (or on a Node absent or departing) waits for its Node; a
+bound pair is served; a requester on a cordoned Node without a runner is deleted; anything else
+is actuated.
+
+The launcher path (launcher contract §4) follows the same order with a launcher as the
+provider ("runner" below means either kind): R2 is `ReflectRunnerDeletion`, R3 `Release`, R4
+`AwaitNode`, R9 `DeleteOnCordon`; the reconciler hands a step to the path's own module by the
+kind of provider (bound) or of requester (unbound).
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ class RefuseTwoDialects:
 
 
 @dataclass(frozen=True)
+class RefuseTwoPaths:
+    """A server-patch and an InferenceServerConfig: a direct runner or a launcher? The user's call."""
+
+    requester: RawObj
+
+
+@dataclass(frozen=True)
 class AwaitNode:
     """Not scheduled yet, or its Node is absent or departing: its Node's events bring it back."""
 
@@ -69,6 +82,7 @@ Step = (
     | ReflectRunnerDeletion
     | Release
     | RefuseTwoDialects
+    | RefuseTwoPaths
     | AwaitNode
     | ServeBound
     | DeleteOnCordon
@@ -84,8 +98,11 @@ def decide(requester: RawObj | None, runner: RawObj | None, node: RawObj | None)
         return ReflectRunnerDeletion(requester, runner)
     if requester is None or podview.is_deleting(requester):
         return Release(requester, runner)
-    if len(api.dialects_of(podview.annotations(requester))) > 1:
+    dialects = api.dialects_of(podview.annotations(requester))
+    if len(dialects) > 1:
         return RefuseTwoDialects(requester)
+    if dialects and podview.wants_launcher(requester):
+        return RefuseTwoPaths(requester)
     if node is None or podview.is_deleting(node):
         return AwaitNode()
     if runner is not None:

@@ -1,9 +1,10 @@
 """Read-only views of launcher Pods (launcher contract §1.2–§1.3), in the launcher path's terms.
 
-A launcher is a Pod with the ``launcher-config-name`` label; it is bound when it carries the
-``requester`` annotation (read by `podview.bound_requester`, the one definition for every kind
-of provider). `bookkeeping` reads what a bound launcher records of its instance, so a restarted
-controller carries on from the API alone (R15). Nothing here mutates its input.
+A launcher is a Pod with the ``launcher-config-name`` label (`podview.is_launcher`); it is
+bound when it carries the ``requester`` annotation (read by `podview.bound_requester`, the one
+definition for every kind of provider). `bookkeeping` reads what a bound launcher records of its instance, so a restarted
+controller carries on from the API alone (R15); `server_config` what an ISC asks for, and
+`instance_port` where a listed instance serves. Nothing here mutates its input.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from dpctl import api
 from dpctl.dualpods import podview
+from dpctl.dualpods.podview import RawObj
+from dpctl.fma.v1alpha1 import InferenceServerConfigSpec, ModelServerConfig
+from dpctl.launcher.api import InstanceState
 from dpctl.podbuild.routing import RoutingMetadata
-
-
-def is_launcher(pod: Mapping[str, Any]) -> bool:
-    return bool(podview.labels(pod).get(api.LAUNCHER_CONFIG_NAME_LABEL))
 
 
 def launcher_config_name(launcher: Mapping[str, Any]) -> str:
@@ -66,3 +68,28 @@ def bookkeeping(launcher: Mapping[str, Any]) -> Bookkeeping:
             f"bound launcher Pod {json.dumps(podview.name(launcher))} has a garbled bookkeeping annotation: {e}"
         ) from e
     return Bookkeeping(found[api.INSTANCE_ID_ANNOTATION], port, config, routing)
+
+
+def server_config(isc: RawObj) -> ModelServerConfig | str:
+    """The ISC's ``modelServerConfig``, or why it cannot be used (for the requester's status)."""
+    name = podview.name(isc)
+    try:
+        spec = InferenceServerConfigSpec.model_validate(isc.get("spec") or {})
+    except pydantic.ValidationError as err:
+        return f"InferenceServerConfig {json.dumps(name)} is malformed: {malformed(err)}"
+    return spec.model_server_config
+
+
+def instance_port(state: InstanceState) -> int | None:
+    """The port an instance serves on, from its ``inference-port`` annotation (None: unreadable)."""
+    raw = (state.annotations or {}).get(api.INFERENCE_PORT_KEY, "")
+    try:
+        port = int(raw)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def malformed(err: pydantic.ValidationError) -> str:
+    """A pydantic error in a few words for a status: each field and what is wrong with it."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in err.errors())

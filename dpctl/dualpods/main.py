@@ -23,10 +23,11 @@ from pydantic import ValidationError
 from dpctl import log
 from dpctl.clients.http import HttpClient
 from dpctl.clients.inference import InferenceClient
+from dpctl.clients.launcher import LauncherClient
 from dpctl.clients.requester import RequesterClient
 from dpctl.dualpods.adapters import kube_ports
 from dpctl.dualpods.config import ControllerConfig
-from dpctl.dualpods.controller import Controller
+from dpctl.dualpods.controller import ISCS, LCS, Controller
 from dpctl.dualpods.logrelay import NO_RELAY, LogRelay, RelaySettings
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.dualpods.reconcile import Settings
@@ -95,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=65536,
         help="the most each relay sends per second (default 65536)",
     )
+    p.add_argument(
+        "--instance-start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds a launcher's vLLM instance may take to answer /is_sleeping after its start"
+        " before it is deleted (default 900)",
+    )
     p.add_argument("--leader-elect", action="store_true", help="coordinate replicas through a Lease")
     p.add_argument("--lease-name", default="dpctl-controller")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             wake_memory_budget_mib=args.wake_memory_budget_mib,
             log_relay=args.log_relay,
             log_relay_bytes_per_s=args.log_relay_bytes_per_second,
+            instance_start_timeout_s=args.instance_start_timeout,
         )
     except ValidationError as err:
         for e in err.errors():
@@ -137,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     return uvloop.run(_main(cfg))
 
 
-async def _connect(cfg: ControllerConfig, metrics: Metrics) -> tuple[Kube, bool]:
+async def _connect(cfg: ControllerConfig, metrics: Metrics) -> tuple[Kube, bool, bool]:
     """Credentials, reachability and permissions; raises SystemExit(1) with the reason."""
     logger = log.get("controller")
     try:
@@ -170,21 +179,39 @@ async def _connect(cfg: ControllerConfig, metrics: Metrics) -> tuple[Kube, bool]
             "cordoned and departing Nodes will not be noticed"
         )
     logger.info("Connected", server=kube.host, version=version.get("gitVersion"), namespace=cfg.namespace)
-    return kube, watch_nodes
+    return kube, watch_nodes, await _launcher_path(kube, cfg.namespace)
+
+
+async def _launcher_path(kube: Kube, namespace: str) -> bool:
+    """Whether the launcher path's objects can be read; off (said once) when their CRDs are not
+    installed or the controller may not read them: the direct path works either way."""
+    for kind in (ISCS, LCS):
+        try:
+            await kube.list_page(kind, namespace, limit=1)
+        except ApiError as err:
+            if not (err.not_found or err.forbidden):
+                raise
+            why = "are not installed" if err.not_found else "are not readable by the controller (RBAC)"
+            log.get("controller").warning(
+                f"The launcher path is off: {kind.plural}.fma.llm-d.ai {why}; install the chart's CRDs"
+                " and restart the controller to serve requesters that name an InferenceServerConfig"
+            )
+            return False
+    return True
 
 
 async def _main(cfg: ControllerConfig) -> int:
     logger = log.get("controller")
     metrics = Metrics()
     try:
-        kube, watch_nodes = await _connect(cfg, metrics)
+        kube, watch_nodes, launcher_path = await _connect(cfg, metrics)
     except SystemExit as exit_:
         return int(exit_.code or 1)
     http = HttpClient(observer=metrics.observe_http)
     events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     controller_ref: list[Controller] = []
     dual_metrics = DualPodsMetrics(
-        metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else []
+        metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else [], cfg.namespace
     )
     requesters = RequesterClient(http)
     # The relays' log streams get a connection pool of their own, without a limit: each holds its
@@ -204,7 +231,14 @@ async def _main(cfg: ControllerConfig) -> int:
         else None
     )
     ports = kube_ports(
-        kube, cfg.namespace, requesters, InferenceClient(http), events, dual_metrics, relay or NO_RELAY
+        kube,
+        cfg.namespace,
+        requesters,
+        InferenceClient(http),
+        events,
+        dual_metrics,
+        relay or NO_RELAY,
+        LauncherClient(http),
     )
     controller = Controller(
         kube,
@@ -213,9 +247,11 @@ async def _main(cfg: ControllerConfig) -> int:
         Settings(
             sleeper_limit=cfg.sleeper_limit,
             wake_memory_budget=cfg.wake_memory_budget(),
+            instance_start_timeout_s=cfg.instance_start_timeout_s,
         ),
         num_workers=cfg.num_workers,
         watch_nodes=watch_nodes,
+        launcher_path=launcher_path,
         queue_metrics=metrics,
         informer_metrics=metrics,
     )

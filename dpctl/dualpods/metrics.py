@@ -11,18 +11,27 @@ informer cache when scraped, so they can never drift from the truth.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dpctl import api
 from dpctl.dualpods import podview
 from dpctl.dualpods.latency import STEPS, Step
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Path
 
 ACTUATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 960)
+# Upstream's buckets of fma_actuation_seconds and fma_launcher_create_seconds (up to 32 minutes).
+FMA_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 960, 1920)
+# fma_duality keeps a series at 0 for each pair that was bound, as upstream's does; only the
+# latest this many unbound pairs keep theirs, so a long-lived controller's series stay bounded.
+MAX_UNBOUND_DUALITY_SERIES = 1000
+DUALITY_LABELS = (
+    "exported_namespace", "requester_name", "exported_pod", "exported_container", "instance_id", "UUID", "node",
+)  # fmt: skip
 # Fine around the 100 ms a step may take, so quantiles read from the buckets mean something.
 ADDED_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30,
@@ -32,8 +41,11 @@ ADDED_BUCKETS = (
 class DualPodsMetrics:
     """The metrics half of the :class:`~dpctl.dualpods.ports.Reporter` port."""
 
-    def __init__(self, registry: CollectorRegistry, pods: Callable[[], Iterable[RawObj]]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, pods: Callable[[], Iterable[RawObj]], namespace: str = ""
+    ) -> None:
         r = registry
+        self._namespace = namespace
         self.actuation = Histogram(
             "dpctl_actuation_seconds",
             "From the requester's container running to its readiness relayed",
@@ -70,6 +82,28 @@ class DualPodsMetrics:
         self.relay_streams = Gauge(
             "dpctl_log_relay_streams", "Log relays open (one per bound pair being served)", registry=r
         )
+        # The launcher path's series, by upstream's names and labels (launcher contract §10).
+        self.fma_actuation = Histogram(
+            "fma_actuation_seconds",
+            "From the requester's container running to its readiness relayed, launcher path",
+            ["exported_namespace", "path", "instancesDeleted", "isc_name"],
+            buckets=FMA_BUCKETS,
+            registry=r,
+        )
+        self.fma_launcher_create = Histogram(
+            "fma_launcher_create_seconds",
+            "Time to create a launcher Pod",
+            ["exported_namespace", "lcfg_name", "success"],
+            buckets=FMA_BUCKETS,
+            registry=r,
+        )
+        self.fma_duality = Gauge(
+            "fma_duality",
+            "1 while a requester is bound to a launcher instance, 0 after",
+            DUALITY_LABELS,
+            registry=r,
+        )
+        self._unbound_duality: dict[tuple[str, ...], None] = {}
         r.register(_Population(pods))
 
     def relayed(self, nbytes: int) -> None:
@@ -87,7 +121,7 @@ class DualPodsMetrics:
     def status_error(self, reason: ErrorReason) -> None:
         self.status_errors.labels(reason).inc()
 
-    def actuated(self, path: Path, requester: RawObj) -> None:
+    def actuated(self, path: Path, requester: RawObj, isc: str = "", instances_deleted: int = 0) -> None:
         started = podview.container_started_at(requester)
         if not started:
             return
@@ -95,10 +129,42 @@ class DualPodsMetrics:
             t0 = dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
         except ValueError:
             return
-        self.actuation.labels(path).observe(max(0.0, (dt.datetime.now(dt.UTC) - t0).total_seconds()))
+        seconds = max(0.0, (dt.datetime.now(dt.UTC) - t0).total_seconds())
+        self.actuation.labels(path).observe(seconds)
+        if isc:
+            namespace = str(podview.meta(requester).get("namespace") or "")
+            self.fma_actuation.labels(namespace, path, str(instances_deleted), isc).observe(seconds)
+
+    def launcher_created(self, lc: str, seconds: float, success: bool) -> None:
+        self.fma_launcher_create.labels(self._namespace, lc, str(success).lower()).observe(seconds)
+
+    def duality(self, launcher: RawObj, instance_id: str, gpu_uuids: Sequence[str], bound: bool) -> None:
+        for series in _duality_series(launcher, instance_id, gpu_uuids):
+            self.fma_duality.labels(*series).set(1 if bound else 0)
+            if bound:
+                self._unbound_duality.pop(series, None)
+                continue
+            self._unbound_duality[series] = None
+            while len(self._unbound_duality) > MAX_UNBOUND_DUALITY_SERIES:
+                oldest = next(iter(self._unbound_duality))
+                del self._unbound_duality[oldest]
+                self.fma_duality.remove(*oldest)
 
     def added_latency(self, step: Step, seconds: float) -> None:
         self.added.labels(step).observe(seconds)
+
+
+def _duality_series(launcher: RawObj, instance_id: str, gpu_uuids: Sequence[str]) -> list[tuple[str, ...]]:
+    """The label values of a pair's fma_duality series: one per GPU of the instance."""
+    bound = podview.bound_requester(launcher)
+    common = (
+        str(podview.meta(launcher).get("namespace") or ""),
+        bound[1] if bound else "",
+        podview.name(launcher),
+        api.INFERENCE_SERVER_CONTAINER,
+        instance_id,
+    )
+    return [(*common, uuid, podview.runner_node(launcher)) for uuid in gpu_uuids or [""]]
 
 
 class _Population(Collector):

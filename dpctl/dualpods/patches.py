@@ -1,6 +1,6 @@
 """Every patch the controller sends, each built by a pure function of the objects it concerns.
 
-Two kinds, both on Pods:
+Two kinds, both on Pods (runners and launchers alike):
 
 * **Guarded JSON patches** (RFC 6902, built with ``jsonpatch``) for the writes that depend on
   what the Pod holds: binding a sleeper, unbinding a runner, adding or removing a finalizer on
@@ -28,6 +28,7 @@ from dpctl import api
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
 from dpctl.podbuild.nominal import Runner
+from dpctl.podbuild.routing import RoutingMetadata
 
 Patch = dict[str, Any]
 # One RFC 6902 operation; a JSON patch is a list of them.
@@ -78,6 +79,69 @@ def binding(requester: RawObj, built: Runner, sleeper: RawObj) -> list[Op]:
     ]
 
 
+def launcher_binding(requester: RawObj, launcher: RawObj, bookkeeping: Mapping[str, str]) -> list[Op]:
+    """Bind an unbound launcher (R13): the requester annotation, the dual label, the provider
+    finalizer and the four bookkeeping annotations, in one write guarded as `binding` is; the
+    ISC's routing labels wait until the instance is awake (I3)."""
+    before, after = _maps(launcher), _maps(launcher)
+    after["annotations"][api.REQUESTER_ANNOTATION] = f"{podview.uid(requester)} {podview.name(requester)}"
+    after["annotations"].update(bookkeeping)
+    after["labels"][api.DUAL_LABEL] = podview.name(requester)
+    return [
+        *_guard(
+            launcher,
+            (_annotation(launcher, api.REQUESTER_ANNOTATION), None),
+            ("/metadata/deletionTimestamp", None),
+        ),
+        *_map_ops(before, after),
+        *_adding_finalizer(launcher, api.HEAD.runner_finalizer),
+    ]
+
+
+def launcher_awake(launcher: RawObj, routing: RoutingMetadata) -> list[Op]:
+    """The bound instance is awake (R19): ``sleeping=false`` and the ISC's routing labels and
+    annotations, while the launcher is still bound as the cache showed (else the test fails)."""
+    before, after = _maps(launcher), _maps(launcher)
+    after["labels"].update(routing.labels)
+    after["labels"][api.SLEEPING_LABEL] = "false"
+    after["annotations"].update(routing.annotations)
+    return _guarded_by_binding(launcher, before, after)
+
+
+def launcher_routing_removed(launcher: RawObj, routing: RoutingMetadata) -> list[Op]:
+    """Unbinding begins (R20): the ISC's routing labels go first, so routing stops before the
+    instance sleeps."""
+    before, after = _maps(launcher), _maps(launcher)
+    for key in routing.labels:
+        after["labels"].pop(key, None)
+    return _guarded_by_binding(launcher, before, after)
+
+
+def launcher_unbinding(launcher: RawObj, routing: RoutingMetadata) -> list[Op]:
+    """The instance is asleep or gone (R20): the launcher back to the pool, ``sleeping=true``,
+    without the binding, its bookkeeping, the ISC's routing keys and the provider finalizer."""
+    before, after = _maps(launcher), _maps(launcher)
+    for key in (api.REQUESTER_ANNOTATION, *api.BOOKKEEPING_ANNOTATIONS, *routing.annotations):
+        after["annotations"].pop(key, None)
+    for key in (api.DUAL_LABEL, *routing.labels):
+        after["labels"].pop(key, None)
+    after["labels"][api.SLEEPING_LABEL] = "true"
+    return [
+        *_guarded_by_binding(launcher, before, after),
+        *_removing_finalizers(launcher, api.RUNNER_FINALIZERS),
+    ]
+
+
+def _guarded_by_binding(
+    launcher: RawObj, before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> list[Op]:
+    have = podview.annotations(launcher).get(api.REQUESTER_ANNOTATION)
+    return [
+        *_guard(launcher, (_annotation(launcher, api.REQUESTER_ANNOTATION), have)),
+        *_map_ops(before, after),
+    ]
+
+
 def finalizer_change(pod: RawObj, name: str, present: bool) -> list[Op]:
     """Add or remove one finalizer, by itself (the requester's, as its runner starts or goes)."""
     if present:
@@ -120,15 +184,21 @@ def of_uid(pod: RawObj, patch: Patch) -> Patch:
 
 
 def requester_state(
-    requester: RawObj, runner: RawObj | None, errors: Sequence[str], accelerators: str
+    requester: RawObj,
+    runner: RawObj | None,
+    errors: Sequence[str],
+    accelerators: str,
+    instance_id: str | None = None,
 ) -> Patch | None:
     """What the requester should show (contract §3), as one patch; None when it shows it already.
 
     The status annotation with ``errors``; the FYI accelerators annotation (the stub's answer, or
     the bound runner's when the controller restarted and did not ask again); the dual label
-    naming the bound runner; and the requester finalizer while its runner's server runs.
+    naming the bound runner (or launcher); on the launcher path the instance label naming the
+    bound instance (``instance_id``); and the requester finalizer while its provider's server runs.
     """
-    want_status = api.RequesterStatus(Errors=tuple(errors)).to_annotation()
+    on_launcher = podview.wants_launcher(requester)
+    want_status = api.RequesterStatus(Errors=tuple(errors)).to_annotation(none_as_null=on_launcher)
     have_ann = podview.annotations(requester)
     new_ann: dict[str, str | None] = {}
     status_key = podview.dialect(requester).status
@@ -145,6 +215,9 @@ def requester_state(
     dual = podview.name(runner) if runner is not None else None
     if podview.labels(requester).get(api.DUAL_LABEL) != dual:
         labels[api.DUAL_LABEL] = dual
+    instance = instance_id if runner is not None else None
+    if (on_launcher or instance) and podview.labels(requester).get(api.INSTANCE_LABEL) != instance:
+        labels[api.INSTANCE_LABEL] = instance
     metadata: dict[str, Any] = {}
     if new_ann:
         metadata["annotations"] = new_ann

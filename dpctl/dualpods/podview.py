@@ -23,27 +23,54 @@ from dpctl.kube.objects import uid as uid
 
 
 def is_requester(pod: Mapping[str, Any]) -> bool:
-    """Carries a server-patch annotation, in either dialect (contract §2b)."""
-    return bool(api.dialects_of(annotations(pod)))
+    """Carries a server-patch annotation, in either dialect (contract §2b), or names an
+    InferenceServerConfig (the launcher path, launcher contract §4)."""
+    found = annotations(pod)
+    return bool(api.dialects_of(found)) or api.INFERENCE_SERVER_CONFIG_ANNOTATION in found
+
+
+def wants_launcher(requester: Mapping[str, Any]) -> bool:
+    """Asks for a server from a launcher: it carries the InferenceServerConfig annotation (one
+    that carries a server-patch too is refused before anything else, in `decide`)."""
+    return api.INFERENCE_SERVER_CONFIG_ANNOTATION in annotations(requester)
+
+
+def isc_name(requester: Mapping[str, Any]) -> str:
+    return annotations(requester).get(api.INFERENCE_SERVER_CONFIG_ANNOTATION, "").strip()
 
 
 def dialect(requester: Mapping[str, Any]) -> api.Dialect:
-    """The dialect the controller answers a requester in: that of its server-patch annotation.
+    """The dialect the controller answers a requester in: that of its server-patch annotation,
+    and upstream's current one on the launcher path, which only that dialect has.
 
-    A requester with both annotations is refused before anything else (`decide`); the original
-    dialect is its answer's spelling only where one is needed, e.g. reading its admin port.
+    A requester with both server-patch annotations is refused before anything else (`decide`);
+    the original dialect is its answer's spelling only where one is needed, e.g. reading its
+    admin port.
     """
     found = api.dialects_of(annotations(requester))
-    return found[0] if len(found) == 1 else api.ORIGINAL
+    if len(found) == 1:
+        return found[0]
+    return api.HEAD if not found and wants_launcher(requester) else api.ORIGINAL
 
 
 def is_runner(pod: Mapping[str, Any]) -> bool:
+    """A server-running Pod of the direct path (built from a server-patch)."""
     return api.NOMINAL_ANNOTATION in annotations(pod)
 
 
-def bound_requester(runner: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(UID, name) of the requester a runner is bound to, or None when unbound."""
-    value = annotations(runner).get(api.REQUESTER_ANNOTATION)
+def is_launcher(pod: Mapping[str, Any]) -> bool:
+    """A launcher Pod (launcher contract §1.2): it runs vLLM instances on request."""
+    return bool(labels(pod).get(api.LAUNCHER_CONFIG_NAME_LABEL))
+
+
+def is_provider(pod: Mapping[str, Any]) -> bool:
+    """A server-providing Pod of either kind: a direct runner or a launcher."""
+    return is_runner(pod) or is_launcher(pod)
+
+
+def bound_requester(provider: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(UID, name) of the requester a runner or launcher is bound to, or None when unbound."""
+    value = annotations(provider).get(api.REQUESTER_ANNOTATION)
     if not value:
         return None
     req_uid, _, req_name = value.partition(" ")

@@ -1,4 +1,4 @@
-"""What the reconcile steps do to the world, as five narrow ports.
+"""What the reconcile steps do to the world, as six narrow ports.
 
 The steps decide; a port acts. Each port is one kind of counterpart, so a test fakes only the
 ones its case touches and the wrappers that add behaviour wrap one port (``RecentWrites`` wraps
@@ -7,7 +7,8 @@ only :class:`PodWrites`):
 - :class:`PodWrites`: Pod writes and the one read that must bypass the cache, through the API
   server (the implementation fixes the namespace, the field manager and preconditions);
 - :class:`StubCalls`: the requester stub's SPI;
-- :class:`ServerCalls`: the inference server's sleep API;
+- :class:`ServerCalls`: the inference server's sleep API (a runner's, or a launcher instance's);
+- :class:`LauncherCalls`: a launcher's API: its instances listed, created, deleted;
 - :class:`LogRelays`: the relay of bound runners' logs to their stubs, which runs beside the
   reconciles (:mod:`dpctl.dualpods.logrelay`); the steps only say which pairs are bound;
 - :class:`Reporter`: what operators see besides logs, Kubernetes Events and metrics, with the
@@ -16,6 +17,7 @@ only :class:`PodWrites`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -23,6 +25,7 @@ from dpctl import api
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.logrelay import Target
 from dpctl.dualpods.podview import RawObj
+from dpctl.launcher.api import InstanceState
 
 EventType = Literal["Normal", "Warning"]
 # The counters of dpctl_binds, dpctl_wakes, dpctl_sleeps and dpctl_sleeper_evictions.
@@ -38,10 +41,24 @@ DeleteReason = Literal[
     "wake-failed",
     "restarted-sleeper",
     "sleeper-limit",
+    "launcher-in-trouble",
 ]
 # What kind of user mistake a status error reports (dpctl_status_errors{reason}, the Event reason).
-ErrorReason = Literal["BadAdminPort", "GpuMap", "BadServerPatch", "RunnerRefused", "TwoDialects"]
-Path = Literal["cold", "hot"]
+ErrorReason = Literal[
+    "BadAdminPort",
+    "GpuMap",
+    "BadServerPatch",
+    "RunnerRefused",
+    "TwoDialects",
+    "TwoPaths",
+    "BadInferenceServerConfig",
+    "BadLauncherConfig",
+    "LauncherRefused",
+    "Bookkeeping",
+    "LauncherPathOff",
+    "InstanceFailing",
+]
+Path = Literal["cold", "warm", "hot"]
 
 
 class PodWrites(Protocol):
@@ -81,6 +98,22 @@ class ServerCalls(Protocol):
     async def wake(self, host: str, port: int) -> None: ...
 
 
+class LauncherCalls(Protocol):
+    """A launcher's API at ``host`` (its Pod IP), port 8001."""
+
+    async def instances(self, host: str) -> list[InstanceState]: ...
+
+    async def create(self, host: str, instance_id: str, body: RawObj) -> InstanceState:
+        """PUT the instance; an id that exists already is an HttpCallError with status 409."""
+        ...
+
+    async def delete(self, host: str, instance_id: str) -> bool:
+        """Stop and forget it; False when the launcher did not have it (gone is gone)."""
+        ...
+
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes: ...
+
+
 class LogRelays(Protocol):
     def follow(self, uid: str, target: Target) -> None:
         """Relay ``target`` for requester ``uid`` from now on (a no-op when it does already)."""
@@ -100,8 +133,16 @@ class Reporter(Protocol):
 
     def status_error(self, reason: ErrorReason) -> None: ...
 
-    def actuated(self, path: Path, requester: RawObj) -> None:
-        """The requester's readiness was relayed for the first time: one actuation finished."""
+    def actuated(self, path: Path, requester: RawObj, isc: str = "", instances_deleted: int = 0) -> None:
+        """The requester's readiness was relayed for the first time: one actuation finished
+        (``isc``: its InferenceServerConfig on the launcher path, "" on the direct path)."""
+        ...
+
+    def launcher_created(self, lc: str, seconds: float, success: bool) -> None: ...
+
+    def duality(self, launcher: RawObj, instance_id: str, gpu_uuids: Sequence[str], bound: bool) -> None:
+        """Upstream's ``fma_duality`` series of a pair (read from the launcher, while it still
+        names its requester): 1 while bound, 0 once not."""
         ...
 
     def added_latency(self, step: Step, seconds: float) -> None:
@@ -116,3 +157,4 @@ class Ports:
     servers: ServerCalls
     report: Reporter
     logs: LogRelays
+    launchers: LauncherCalls

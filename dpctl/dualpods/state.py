@@ -13,6 +13,7 @@ from typing import Any
 
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
+from dpctl.dualpods.ports import Path
 
 
 def instance(pod: RawObj) -> tuple[str, int]:
@@ -55,8 +56,20 @@ class ServerState:
     # Failures of /sleep (on unbind) and /wake_up (bound) in a row.
     sleep_failures: Streak = field(default_factory=Streak)
     wake_failures: Streak = field(default_factory=Streak)
-    # For the actuation-latency metric: "cold" (new runner) or "hot" (woke a sleeper).
-    actuation_path: str = ""
+    # For the actuation-latency metric: "cold" (new runner or launcher), "warm" (new instance in
+    # a launcher that was there) or "hot" (woke a sleeper), and how many instances made room.
+    # None after a restart: an actuation begun by an earlier controller is not measured.
+    actuation_path: Path | None = None
+    instances_deleted: int = 0
+    # The launcher path: (launcher UID, instance id) of the bound instance known to exist in this
+    # controller process (we created it or saw it listed: absent later means it died, R17), and
+    # the same when it is known awake.
+    instance_seen: tuple[str, str] | None = None
+    instance_awake: tuple[str, str] | None = None
+    # When (monotonic) the bound instance was first found not answering: its start deadline.
+    instance_unanswered_since: float | None = None
+    # Set when its instance kept dying and is not created again: the requester's status error.
+    gave_up: str | None = None
     actuation_observed: bool = False
     # The requester's resourceVersion and the runner's nominal hash when the API server refused
     # that runner: not sent again until one of them changes.
@@ -79,14 +92,57 @@ class RunnerState:
     asleep_instance: tuple[str, int] | None = None
 
 
+# Deaths of one instance id while bound, within this window, after which it is not created again.
+DEATHS_COUNTED = 3
+DEATHS_WINDOW_S = 600.0
+
+
 @dataclass
 class Memory:
     """All the soft state of one controller: per inference server (requester UID), per unbound
-    runner, and the names each server was last seen with (for its end-of-life line)."""
+    runner, per launcher the last use of its instances, and the names each server was last seen
+    with (for its end-of-life line)."""
 
     servers: dict[str, ServerState] = field(default_factory=dict)
     runners: dict[str, RunnerState] = field(default_factory=dict)
     names: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # launcher UID -> instance id -> when (monotonic) it was last bound, unbound or created, or
+    # first seen: the LRU clock of reclaims (R12). Lost on restart, as upstream's is: a launch
+    # body cannot be changed after the create, so the wire has nowhere to keep it.
+    instance_use: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def last_use(self, launcher_uid: str, instance_id: str, now: float) -> float:
+        return self.instance_use.setdefault(launcher_uid, {}).setdefault(instance_id, now)
+
+    def used(self, launcher_uid: str, instance_id: str, now: float) -> None:
+        self.instance_use.setdefault(launcher_uid, {})[instance_id] = now
+
+    def forget_instance(self, launcher_uid: str, instance_id: str) -> None:
+        self.instance_use.get(launcher_uid, {}).pop(instance_id, None)
+
+    def forget_launcher(self, launcher_uid: str) -> None:
+        self.instance_use.pop(launcher_uid, None)
+
+    # instance id -> when (monotonic) it died while bound, the latest DEATHS_COUNTED at most, so a
+    # vLLM that cannot start (bad options) is not recreated for ever (launcher contract §9 [D]).
+    instance_deaths: dict[str, list[float]] = field(default_factory=dict)
+
+    def died(self, iid: str, now: float) -> int:
+        """Count a death; how many there were in the last DEATHS_WINDOW_S."""
+        recent = [t for t in self.instance_deaths.get(iid, []) if now - t < DEATHS_WINDOW_S][
+            -DEATHS_COUNTED + 1 :
+        ]
+        self.instance_deaths[iid] = [*recent, now]
+        self._prune_deaths(now)
+        return len(self.instance_deaths[iid])
+
+    def deaths(self, iid: str, now: float) -> int:
+        return sum(1 for t in self.instance_deaths.get(iid, []) if now - t < DEATHS_WINDOW_S)
+
+    def _prune_deaths(self, now: float) -> None:
+        self.instance_deaths = {
+            k: v for k, v in self.instance_deaths.items() if v and now - v[-1] < DEATHS_WINDOW_S
+        }
 
     def server(self, uid: str) -> ServerState:
         return self.servers.setdefault(uid, ServerState())

@@ -28,25 +28,9 @@ async def actuate(
     cx: Context, st: ServerState, requester: RawObj, node: str, node_labels: Mapping[str, str]
 ) -> Outcome:
     """Give an unbound requester a server: wake a matching sleeper, or create a runner."""
-    try:
-        admin_port = podview.admin_port(requester)
-    except ValueError as err:
-        return await user_error(cx, st, requester, "BadAdminPort", str(err))
-    if not podview.pod_ip(requester) or not podview.container_running(requester):
-        return DONE  # the stub is not up yet; its status change will bring us back
-    uuids = st.known_gpus(requester)
-    if not uuids:
-        try:
-            uuids = tuple(
-                await cx.ports.stubs.query_gpus(
-                    podview.pod_ip(requester), admin_port, podview.dialect(requester)
-                )
-            )
-        except HttpCallError as err:
-            return await _gpu_query_failed(cx, st, requester, err)
-        st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)
-        st.gpu_query_failing_since = None
-        cx.log.info(LogMsg.FOUND_GPUS, requester=podview.name(requester), node=node, gpuUUIDs=list(uuids))
+    uuids = await requester_gpus(cx, st, requester, node)
+    if not isinstance(uuids, tuple):
+        return uuids
     try:
         indices = gpumap.indices_for(cx.cache.gpu_map(), node, uuids)
         built = build_runner(requester, node, indices, uuids, node_labels)
@@ -67,6 +51,33 @@ async def actuate(
     if going:
         return await wait(cx, st, requester, f"waiting for {going} sleeping runner(s) to go")
     return await binding.create(cx, st, requester, built)
+
+
+async def requester_gpus(
+    cx: Context, st: ServerState, requester: RawObj, node: str
+) -> tuple[str, ...] | Outcome:
+    """The GPUs the stub reports for the requester (asked once per container instance), or the
+    outcome while they cannot be had: a bad admin port, a stub not up or not answering."""
+    try:
+        admin_port = podview.admin_port(requester)
+    except ValueError as err:
+        return await user_error(cx, st, requester, "BadAdminPort", str(err))
+    if not podview.pod_ip(requester) or not podview.container_running(requester):
+        return DONE  # the stub is not up yet; its status change will bring us back
+    uuids = st.known_gpus(requester)
+    if not uuids:
+        try:
+            uuids = tuple(
+                await cx.ports.stubs.query_gpus(
+                    podview.pod_ip(requester), admin_port, podview.dialect(requester)
+                )
+            )
+        except HttpCallError as err:
+            return await _gpu_query_failed(cx, st, requester, err)
+        st.gpu_uuids, st.gpu_uuids_from = uuids, instance(requester)
+        st.gpu_query_failing_since = None
+        cx.log.info(LogMsg.FOUND_GPUS, requester=podview.name(requester), node=node, gpuUUIDs=list(uuids))
+    return uuids
 
 
 async def _gpu_query_failed(cx: Context, st: ServerState, requester: RawObj, err: HttpCallError) -> Outcome:

@@ -56,10 +56,17 @@ async def set_requester_finalizer(cx: Context, requester: RawObj, present: bool)
 
 
 async def ensure_requester_state(
-    cx: Context, st: ServerState, requester: RawObj, runner: RawObj | None, errors: Sequence[str]
+    cx: Context,
+    st: ServerState,
+    requester: RawObj,
+    runner: RawObj | None,
+    errors: Sequence[str],
+    instance_id: str | None = None,
 ) -> None:
-    """One patch, only when something differs: status, FYI label and annotation, finalizer."""
-    patch = patches.requester_state(requester, runner, errors, ",".join(st.known_gpus(requester)))
+    """One patch, only when something differs: status, FYI labels and annotation, finalizer."""
+    patch = patches.requester_state(
+        requester, runner, errors, ",".join(st.known_gpus(requester)), instance_id
+    )
     if patch is not None:
         await patch_ignoring_gone(cx, requester, patches.of_uid(requester, patch))
 
@@ -70,6 +77,16 @@ async def user_error(
     _tell(cx, requester, reason, message)
     await ensure_requester_state(cx, st, requester, None, [message])
     return DONE  # retried when the requester, the gpu-map or its Node changes
+
+
+async def user_errors(
+    cx: Context, st: ServerState, requester: RawObj, reason: ErrorReason, messages: Sequence[str]
+) -> Outcome:
+    """Several mistakes at once (an ISC's bad keys, each named): all in the status together."""
+    for message in messages:
+        _tell(cx, requester, reason, message)
+    await ensure_requester_state(cx, st, requester, None, messages)
+    return DONE
 
 
 TWO_DIALECTS: Final = (
@@ -85,6 +102,14 @@ async def refuse_two_dialects(cx: Context, requester: RawObj) -> Outcome:
     if patch is not None:
         await patch_ignoring_gone(cx, requester, patches.of_uid(requester, patch))
     return DONE  # retried when the requester changes
+
+
+TWO_PATHS: Final = f"annotations server-patch and {api.INFERENCE_SERVER_CONFIG_ANNOTATION.rpartition('/')[2]} are mutually exclusive"
+
+
+async def refuse_two_paths(cx: Context, st: ServerState, requester: RawObj) -> Outcome:
+    """Launcher contract §4 [D]: a status error, and nothing else (upstream silently takes the ISC)."""
+    return await user_error(cx, st, requester, "TwoPaths", TWO_PATHS)
 
 
 def _tell(cx: Context, requester: RawObj, reason: ErrorReason, message: str) -> None:

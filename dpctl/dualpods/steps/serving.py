@@ -121,8 +121,15 @@ async def _memory_held(cx: Context, requester: RawObj, runner: RawObj) -> str | 
 
 
 async def _relay_readiness(cx: Context, st: ServerState, requester: RawObj, runner: RawObj) -> Outcome:
-    """Whenever the runner's Ready differs from what the requester shows, tell the stub."""
     want = podview.pod_ready(runner) and st.knows_awake(runner)
+    return await relay_readiness(cx, st, requester, runner, want)
+
+
+async def relay_readiness(
+    cx: Context, st: ServerState, requester: RawObj, provider: RawObj, want: bool, isc: str = ""
+) -> Outcome:
+    """Whenever the provider's readiness (``want``) differs from what the requester shows, tell
+    the stub; the first positive relay ends one actuation (``isc``: on the launcher path)."""
     if want == podview.container_ready(requester) or st.already_relayed(want, requester):
         return DONE
     host = podview.pod_ip(requester)
@@ -137,11 +144,11 @@ async def _relay_readiness(cx: Context, st: ServerState, requester: RawObj, runn
     cx.log.info(
         LogMsg.RELAYED_READINESS,
         requester=podview.name(requester),
-        runner=podview.name(runner),
+        runner=podview.name(provider),
         node=podview.node_name(requester),
         ready=want,
     )
-    if want and not st.actuation_observed and st.actuation_path in ("cold", "hot"):
+    if want and not st.actuation_observed and st.actuation_path is not None:
         st.actuation_observed = True
-        cx.ports.report.actuated("cold" if st.actuation_path == "cold" else "hot", requester)
+        cx.ports.report.actuated(st.actuation_path, requester, isc, st.instances_deleted)
     return DONE

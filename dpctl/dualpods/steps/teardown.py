@@ -8,7 +8,7 @@ unbound only once asleep.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from dpctl.api import LogMsg
@@ -89,10 +89,20 @@ async def reflect_runner_deletion(
     return DONE
 
 
-async def release(cx: Context, st: ServerState, requester: RawObj | None, runner: RawObj | None) -> Outcome:
-    """The requester is gone or going: unbind its runner (sleep it, or delete it), then let go."""
+Unbind = Callable[[Context, ServerState, RawObj], Awaitable[Outcome]]
+
+
+async def release(
+    cx: Context,
+    st: ServerState,
+    requester: RawObj | None,
+    runner: RawObj | None,
+    unbind_with: Unbind | None = None,
+) -> Outcome:
+    """The requester is gone or going: unbind its runner (sleep it, or delete it), then let go.
+    ``unbind_with``: how its kind of provider is unbound (a runner's `unbind` by default)."""
     if runner is not None:
-        outcome = await unbind(cx, st, runner)
+        outcome = await (unbind_with or unbind)(cx, st, runner)
         if outcome is not DONE:
             return outcome
     if requester is not None:

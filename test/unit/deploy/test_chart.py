@@ -200,6 +200,8 @@ ALLOWED_RULES = {
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+    ("fma.llm-d.ai", "inferenceserverconfigs"): {"get", "list", "watch"},
+    ("fma.llm-d.ai", "launcherconfigs"): {"get", "list", "watch"},
 }
 
 
@@ -224,6 +226,9 @@ def test_role_is_least_privilege(name: str) -> None:
         assert verbs <= ALLOWED_RULES.get((group, resource), set()), (group, resource, verbs)
     assert rights[("", "pods")] == ALLOWED_RULES[("", "pods")]
     assert rights[("", "configmaps")] == ALLOWED_RULES[("", "configmaps")]
+    # The launcher path reads its configs and never writes them.
+    assert rights[("fma.llm-d.ai", "inferenceserverconfigs")] == {"get", "list", "watch"}
+    assert rights[("fma.llm-d.ai", "launcherconfigs")] == {"get", "list", "watch"}
     # Events are recorded through either API group.
     assert rights[("", "events")] == rights[("events.k8s.io", "events")] == {"create", "patch"}
 

@@ -13,15 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import jsonpatch
+
 from dpctl import api
 from dpctl.clients.http import HttpCallError
-from dpctl.dualpods import gpumap
+from dpctl.dualpods import gpumap, podview
 from dpctl.dualpods.cache import POD_INDEXERS
 from dpctl.dualpods.latency import Step
 from dpctl.dualpods.logrelay import Target
 from dpctl.dualpods.podview import RawObj
-from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Ports
+from dpctl.dualpods.ports import Counted, DeleteReason, ErrorReason, Path, Ports
 from dpctl.kube import ApiError
+from dpctl.launcher.api import InstanceState
 
 NS = "ns1"
 
@@ -206,10 +209,16 @@ class World:
         pods: Sequence[RawObj] = (),
         nodes: Sequence[RawObj] = (),
         gpu_map: RawObj | None = None,
+        iscs: Sequence[RawObj] = (),
+        lcs: Sequence[RawObj] = (),
+        launcher_path: bool = True,
     ) -> None:
         self.pods = {p["metadata"]["name"]: copy.deepcopy(dict(p)) for p in pods}
         self.nodes = {n["metadata"]["name"]: n for n in nodes}
         self.gpu_map_cm = gpu_map
+        self.iscs = {i["metadata"]["name"]: i for i in iscs}
+        self.lcs = {lc["metadata"]["name"]: lc for lc in lcs}
+        self.launcher_path = launcher_path
 
     def _index(self, index: str, value: str) -> list[RawObj]:
         fn = POD_INDEXERS[index]
@@ -222,7 +231,7 @@ class World:
     def pod(self, name: str) -> RawObj | None:
         return self.pods.get(name)
 
-    def runners_bound_to(self, requester_uid: str) -> list[RawObj]:
+    def providers_bound_to(self, requester_uid: str) -> list[RawObj]:
         return self._index("bound-requester", requester_uid)
 
     def runners_with_nominal(self, nominal: str) -> list[RawObj]:
@@ -236,6 +245,27 @@ class World:
 
     def gpu_map(self) -> gpumap.GpuMap | None:
         return gpumap.parse(self.gpu_map_cm)
+
+    def requesters_on_node(self, node: str) -> list[RawObj]:
+        return self._index("requesters-by-node", node)
+
+    def launcher_path_on(self) -> bool:
+        return self.launcher_path
+
+    def launchers_with_config_hash(self, config_hash: str) -> list[RawObj]:
+        return self._index("launchers-by-config-hash", config_hash)
+
+    def launchers_on_node(self, node: str) -> list[RawObj]:
+        return self._index("launchers-by-node", node)
+
+    def launchers(self) -> list[RawObj]:
+        return [p for p in self.pods.values() if podview.is_launcher(p)]
+
+    def inference_server_config(self, name: str) -> RawObj | None:
+        return self.iscs.get(name)
+
+    def launcher_config(self, name: str) -> RawObj | None:
+        return self.lcs.get(name)
 
 
 @dataclass
@@ -255,9 +285,16 @@ class Recorder:
     actuations: list[str] = field(default_factory=list)
     added: list[tuple[str, float]] = field(default_factory=list)
     relays: dict[str, Target] = field(default_factory=dict)
-    memory: dict[str, int] = field(
-        default_factory=dict
-    )  # what the stubs report in use, by UUID  # what the log relay follows now
+    # What the stubs report in use, by UUID.
+    memory: dict[str, int] = field(default_factory=dict)
+    # The launchers' instances, by launcher IP then instance id; instances asleep are in
+    # ``asleep`` under "<launcher IP>:<port>".
+    launched: dict[str, dict[str, InstanceState]] = field(default_factory=dict)
+    launcher_actions: list[tuple[Any, ...]] = field(default_factory=list)
+    durations: list[tuple[str, float, bool]] = field(default_factory=list)
+    dualities: list[tuple[str, bool]] = field(default_factory=list)
+    # Apply JSON patches to the World's Pods (as the API server would), and answer with the result.
+    apply: bool = False
 
     def _maybe_fail(self, what: str) -> None:
         if what in self.fail:
@@ -267,19 +304,26 @@ class Recorder:
         return [a[0] for a in self.actions]
 
     async def create_pod(self, pod: RawObj) -> dict[str, Any]:
-        self.actions.append(("create", pod["metadata"]["name"], copy.deepcopy(dict(pod))))
+        meta = pod["metadata"]
+        name = meta.get("name") or meta.get("generateName", "") + "x1"  # as the API server names it
+        self.actions.append(("create", name, copy.deepcopy(dict(pod))))
         self._maybe_fail("create")
-        name = pod["metadata"]["name"]
         if (self.create_conflict and name in self.api_pods) or name in self.world.pods:
             raise ApiError(409, "AlreadyExists", "already exists", "POST", "/pods")
         created = copy.deepcopy(dict(pod))
-        created["metadata"]["uid"] = "uid-new-" + pod["metadata"]["name"]
+        created["metadata"]["name"] = name
+        created["metadata"]["uid"] = "uid-new-" + name
         created["metadata"]["resourceVersion"] = "100"
         return created
 
     async def patch_pod(self, name: str, patch: RawObj | list[RawObj]) -> dict[str, Any]:
         self.actions.append(("patch", name, copy.deepcopy(patch)))
         self._maybe_fail("patch")
+        if self.apply and name in self.world.pods:
+            if isinstance(patch, list):
+                self.world.pods[name] = _json_patched(self.world.pods[name], patch)
+            else:
+                self.world.pods[name] = _merge(self.world.pods[name], patch)
         return copy.deepcopy(dict(self.world.pods.get(name, {"metadata": {"name": name}})))
 
     async def delete_pod(self, name: str, uid: str, resource_version: str | None = None) -> None:
@@ -310,7 +354,7 @@ class Recorder:
     async def is_sleeping(self, host: str, port: int) -> bool:
         self.actions.append(("is_sleeping", host))
         self._maybe_fail("is_sleeping")
-        return self.asleep.get(host, False)
+        return self.asleep.get(f"{host}:{port}", self.asleep.get(host, False))
 
     async def sleep(self, host: str, port: int) -> None:
         self.actions.append(("sleep", host))
@@ -319,6 +363,32 @@ class Recorder:
     async def wake(self, host: str, port: int) -> None:
         self.actions.append(("wake", host))
         self._maybe_fail("wake")
+
+    async def instances(self, host: str) -> list[InstanceState]:
+        self.launcher_actions.append(("list", host))
+        self._maybe_fail("list_instances")
+        return list(self.instances_of(host).values())
+
+    async def create(self, host: str, instance_id: str, body: RawObj) -> InstanceState:
+        self.launcher_actions.append(("create", host, instance_id))
+        self._maybe_fail("create_instance")
+        if instance_id in self.instances_of(host):
+            raise HttpCallError("create_instance", f"http://{host}:8001", 409, "exists")
+        state = InstanceState.model_validate({**body, "status": "running", "instance_id": instance_id})
+        self.instances_of(host)[instance_id] = state
+        return state
+
+    async def delete(self, host: str, instance_id: str) -> bool:
+        self.launcher_actions.append(("delete", host, instance_id))
+        self._maybe_fail("delete_instance")
+        return self.instances_of(host).pop(instance_id, None) is not None
+
+    async def log_tail(self, host: str, instance_id: str, nbytes: int) -> bytes:
+        self.launcher_actions.append(("log", host, instance_id))
+        return b"error: unrecognized arguments: --bad"[-nbytes:]
+
+    def instances_of(self, host: str) -> dict[str, InstanceState]:
+        return self.launched.setdefault(host, {})
 
     def follow(self, uid: str, target: Target) -> None:
         self.relays[uid] = target
@@ -341,13 +411,54 @@ class Recorder:
     @property
     def ports(self) -> Ports:
         """The recorder as every port at once: it records all actions in one sequence."""
-        return Ports(pods=self, stubs=self, servers=self, report=self, logs=self)
+        return Ports(pods=self, stubs=self, servers=self, report=self, logs=self, launchers=self)
 
-    def actuated(self, path: Literal["cold", "hot"], requester: RawObj) -> None:
+    def actuated(self, path: Path, requester: RawObj, isc: str = "", instances_deleted: int = 0) -> None:
         self.actuations.append(path)
+
+    def launcher_created(self, lc: str, seconds: float, success: bool) -> None:
+        self.durations.append((lc, seconds, success))
+
+    def duality(self, launcher: RawObj, instance_id: str, gpu_uuids: Sequence[str], bound: bool) -> None:
+        self.dualities.append((instance_id, bound))
 
     def added_latency(self, step: Step, seconds: float) -> None:
         self.added.append((step, seconds))
+
+
+def _json_patched(pod: RawObj, patch: list[RawObj]) -> Any:
+    """A JSON patch applied as the API server applies it: a ``test`` of null passes where the
+    member is absent; a failed test is a conflict."""
+    ops = []
+    for op in patch:
+        if op["op"] == "test" and op["value"] is None:
+            try:
+                found = jsonpatch.JsonPointer(op["path"]).resolve(pod)
+            except jsonpatch.JsonPointerException:
+                continue
+            if found is not None:
+                raise ApiError(409, "Conflict", f"test of {op['path']} failed", "PATCH", "/pods")
+            continue
+        ops.append(op)
+    try:
+        return jsonpatch.apply_patch(pod, ops)
+    except jsonpatch.JsonPatchTestFailed as err:
+        raise ApiError(409, "Conflict", str(err), "PATCH", "/pods") from None
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """A strategic merge patch of maps (labels, annotations) applied, enough for these tests."""
+    if not isinstance(patch, dict) or not isinstance(target, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target)
+    for key, value in patch.items():
+        if key.startswith("$") or key == "uid":
+            continue
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
 
 
 def json_patch_guards(patch: Any) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from dpctl.dualpods.launcherview import (
     BookkeepingError,
     bookkeeping,
     config_hash,
-    is_launcher,
     launcher_config_name,
 )
+from dpctl.dualpods.podview import is_launcher
 from dpctl.podbuild.routing import RoutingMetadata
 
 BODY = {"options": "--model m --port 8005", "gpu_uuids": ["GPU-a"]}

@@ -53,9 +53,9 @@ def test_a_write_that_moved_a_runner_out_of_an_index_hides_it_there() -> None:
     pods = Store(POD_INDEXERS)
     pods.upsert(at(runner(), "20"))
     view = CacheView(NS, pods, Store(), Store())
-    assert [p["metadata"]["resourceVersion"] for p in view.runners_bound_to("uid-a")] == ["20"]
+    assert [p["metadata"]["resourceVersion"] for p in view.providers_bound_to("uid-a")] == ["20"]
     view.recent.remember(at(runner(bound_to=None), "21"))  # our unbind, not yet in the cache
-    assert view.runners_bound_to("uid-a") == []
+    assert view.providers_bound_to("uid-a") == []
     fresh = view.pod_by_uid("uid-r")
     assert fresh is not None and fresh["metadata"]["resourceVersion"] == "21"
 
@@ -101,12 +101,12 @@ def test_a_runner_we_created_is_bound_before_the_cache_has_it() -> None:
     view = CacheView(NS, Store(POD_INDEXERS), Store(), Store())
     created = at(runner(uid="uid-new"), "30")
     view.recent.remember(created)
-    assert [p["metadata"]["uid"] for p in view.runners_bound_to("uid-a")] == ["uid-new"]
+    assert [p["metadata"]["uid"] for p in view.providers_bound_to("uid-a")] == ["uid-new"]
     view.pods.upsert(at(runner(uid="uid-new"), "31"))  # the informer catches up
-    assert [p["metadata"]["resourceVersion"] for p in view.runners_bound_to("uid-a")] == ["31"]
+    assert [p["metadata"]["resourceVersion"] for p in view.providers_bound_to("uid-a")] == ["31"]
     view.pods.delete(f"{NS}/req-a-server")
     view.recent.forget("uid-new")  # its deletion was seen
-    assert view.runners_bound_to("uid-a") == []
+    assert view.providers_bound_to("uid-a") == []
 
 
 async def test_a_reconcile_before_the_created_runner_is_cached_does_not_create_again() -> None:

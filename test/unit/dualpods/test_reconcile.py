@@ -18,7 +18,7 @@ from dpctl import api
 from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
 from dpctl.clients.inference import SleepModeUnavailable
-from dpctl.dualpods.keys import RunnerKey, ServerKey
+from dpctl.dualpods.keys import IscKey, RunnerKey, ServerKey
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.reconcile import Reconciler, Settings
 from dpctl.dualpods.state import ServerState
@@ -520,7 +520,8 @@ def test_keys_are_described_by_namespace_and_name_for_log_lines() -> None:
     assert r.describe(ServerKey("uid-a")) == "ns1/req-a"
     assert r.describe(RunnerKey("uid-s0")) == "ns1/s0"
     assert r.describe(ServerKey("uid-gone")) == "requester with UID uid-gone"
-    assert r.describe(RunnerKey("uid-gone")) == "runner with UID uid-gone"
+    assert r.describe(RunnerKey("uid-gone")) == "runner or launcher with UID uid-gone"
+    assert r.describe(IscKey("isc-a")) == "InferenceServerConfig isc-a"
 
 
 async def test_sleeper_limit_allows_limit_sleepers_beside_a_new_runner() -> None:

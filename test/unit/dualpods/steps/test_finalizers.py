@@ -33,7 +33,9 @@ def context(pods: Pods) -> Context:
     unused = cast(Any, None)  # a step reaching for another port fails loudly
     return Context(
         World(),
-        Ports(pods=cast(Any, pods), stubs=unused, servers=unused, report=unused, logs=unused),
+        Ports(
+            pods=cast(Any, pods), stubs=unused, servers=unused, report=unused, logs=unused, launchers=unused
+        ),
         Settings(),
     )
 
