@@ -20,12 +20,14 @@ only on a foreign cluster.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dpctl import api
 from dpctl.fma.v1alpha1 import KINDS
 from dpsim.emulator.ledger import Ledger
 from dpsim.simenv import ledger_path
@@ -38,7 +40,7 @@ from helpers import wait_for
 
 from . import objects
 from .harness import Lx
-from .monitor import IscKeys, Monitor
+from .monitor import IscKeys, Monitor, annots, deleting, is_launcher, labels, meta, name
 
 
 @pytest.fixture(scope="package")
@@ -57,7 +59,7 @@ def lx_controller(cluster: ClusterHandle, node_viewer: str) -> Iterator[Dpctlr]:
         yield controller
     finally:
         try:
-            kc.run("delete", "replicasets", "--all", "--wait=false", check=False)
+            kc.run("delete", "replicasets", "-l", objects.RS_LABEL, "--wait=false", check=False)
             kc.run("delete", "pods", "-l", "!app.kubernetes.io/instance", "--wait=false", check=False)
             if controller.installed:
                 controller.uninstall()
@@ -113,11 +115,28 @@ def lx(
     harness.cleanup()
 
 
+def launcher_history(mon: Monitor) -> list[str]:
+    """Each observed update of each launcher, one line each: the evidence for I2/I3/A3 failures."""
+    lines = []
+    for u in mon.updates():
+        if not is_launcher(u.pod):
+            continue
+        lab, ann = labels(u.pod), annots(u.pod)
+        stamp = time.strftime("%H:%M:%S", time.gmtime(u.at)) + f".{int(u.at % 1 * 1000):03d}Z"
+        lines.append(
+            f"{stamp} {u.type} {name(u.pod)} requester={ann.get(api.REQUESTER_ANNOTATION)!r} "
+            f"sleeping={lab.get(api.SLEEPING_LABEL)!r} isc-labels={[k for k in lab if k in mon.keys.labels]} "
+            f"isc-annotations={[k for k in ann if k in mon.keys.annotations]} "
+            f"finalizers={meta(u.pod).get('finalizers')} deleting={deleting(u.pod)}"
+        )
+    return lines
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     setattr(item, f"report_{report.when}", report)
-    if report.failed and report.when in ("setup", "call"):
+    if report.failed:
         parts = []
         harness: Lx | None = getattr(item, "lx", None)
         mon: Monitor | None = getattr(item, "lx_monitor", None)
@@ -142,6 +161,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             except Exception as e:  # a diagnostic must never hide the failure it explains
                 parts.append(f"(diagnostics failed: {e})")
             parts.append("--- timings ---\n" + "\n".join(harness.timings))
+        if mon is not None:
+            parts.append(
+                "--- launcher updates (watch time; bound to; sleeping; ISC labels; ISC annotations) ---"
+            )
+            parts.extend(launcher_history(mon))
         if mon is not None:
             parts.append("--- invariant violations so far ---\n" + (mon.report() or "(none)"))
         report.sections.append(("launcher-path diagnostics", "\n".join(parts)))

@@ -359,7 +359,8 @@ class Lx:
         """Delete the test's requesters, then its launchers, with the controller running (so
         finalizers go the normal way), then its ISCs and LCs. Forces what will not go."""
         kc = self.kc
-        kc.run("delete", "replicasets", "--all", "--wait=false", check=False)
+        # Only the test's: the controller's Deployment has a ReplicaSet here too.
+        kc.run("delete", "replicasets", "-l", objects.RS_LABEL, "--wait=false", check=False)
         kc.run("delete", "pods", "-l", objects.RS_LABEL, "--wait=false", check=False)
         problems = []
         try:
