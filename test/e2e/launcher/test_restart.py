@@ -9,37 +9,39 @@ import pytest
 from dpctl import api
 from helpers import wait_for
 
+from . import objects
 from .harness import Log, Lx, Served, T, routed, unbound
-from .monitor import bound_to, is_ready, labels
+from .monitor import bound_to, is_ready, labels, name
 
 pytestmark = pytest.mark.e2e
 
 
-def same_pair(lx: Lx, s: Served) -> None:
-    """The pair of ``s`` unchanged, with one launcher holding one instance."""
-    assert len(lx.launchers()) == 1, f"A12: launchers {[p['metadata']['name'] for p in lx.launchers()]}"
+def same_pair(lx: Lx, s: Served, launchers: int = 1) -> None:
+    """The pair of ``s`` unchanged, its launcher holding its one instance, and no other launcher."""
+    names = sorted(name(p) for p in lx.launchers())
+    assert len(names) == launchers, f"A12: launchers {names}, expected {launchers}"
     launcher = lx.mon.pod(s.launcher)
     assert launcher is not None and bound_to(launcher) == (s.uid, s.requester), "A12: the binding changed"
     assert labels(lx.mon.pod(s.requester) or {}).get(api.INSTANCE_LABEL) == s.instance
     assert list(lx.instances(s.launcher)) == [s.instance], "A12: a second instance"
+    revision = (lx.listing(s.launcher) or {}).get("revision")
+    assert revision == 1, f"A12: {s.launcher}'s instances changed more than once (revision {revision})"
 
 
 def test_a12_a_controller_restart_loses_nothing(lx: Lx) -> None:
     lx.launcher_config("lc-a12")
     lx.isc("isc-a12", "lc-a12", 8005)
+    lx.isc("isc-a12-cold", "lc-a12", 8006, objects.MODELS[1])
     launcher = lx.launcher("lc-a12")
-    lx.requester_set("rs-a12", "isc-a12")
 
     # 1. Killed as soon as the binding shows (the instance may or may not be created yet).
+    lx.requester_set("rs-a12", "isc-a12")
     req = lx.one_requester("rs-a12")
-    uid = str(req["metadata"]["uid"])
-    wait_for(lambda: lx.launcher_of(uid), T, "the binding")
+    wait_for(lambda: lx.launcher_of(str(req["metadata"]["uid"])), T, "the binding")
     lx.dpctlr.kill()
     s = lx.serve("rs-a12", "isc-a12")
     assert s.launcher == launcher
     same_pair(lx, s)
-    revision = (lx.listing(launcher) or {}).get("revision")
-    assert revision == 1, f"A12: the instance was created more than once (launcher revision {revision})"
 
     # 2. Killed while serving: nothing changes, nothing is observed again.
     lx.dpctlr.kill()
@@ -49,23 +51,36 @@ def test_a12_a_controller_restart_loses_nothing(lx: Lx) -> None:
     assert is_ready(lx.mon.pod(s.requester)), "A12: the requester is no longer Ready"
     assert lx.is_sleeping(launcher, s.port) is False
     assert lx.actuations() == 0, "A12: the new controller observed an actuation of a pair already served"
-    assert (lx.listing(launcher) or {}).get("revision") == revision, "A12: the instances changed"
 
-    # 3. Killed while asleep: still asleep and unbound after; then A5 works.
+    # 3. A second requester finds no free launcher (cold): killed as soon as the launcher it
+    # creates shows, and again as soon as that launcher lists the instance.
+    lx.requester_set("rs-a12-cold", "isc-a12-cold")
+    cold = lx.one_requester("rs-a12-cold")
+    created = wait_for(lambda: lx.launcher_of(str(cold["metadata"]["uid"])), T, "the cold launcher")
+    lx.dpctlr.kill()
+    wait_for(lambda: lx.instances(name(created)), T, "the cold launcher's instance")
+    lx.dpctlr.kill()
+    c = lx.serve("rs-a12-cold", "isc-a12-cold")
+    assert c.launcher == name(created), f"A12: served by {c.launcher}, not the launcher created for it"
+    same_pair(lx, c, launchers=2)
+    same_pair(lx, s, launchers=2)
+
+    # 4. Killed while asleep: still asleep and unbound after; then A5 works.
     lx.scale("rs-a12", 0)
     wait_for(lx.unbound_asleep(launcher, s.instance, s.port), T, "the instance asleep, unbound")
+    revision = (lx.listing(launcher) or {}).get("revision")
     lx.dpctlr.kill()
     lx.idle("the restart while asleep")
-    assert len(lx.launchers()) == 1
+    assert len(lx.launchers()) == 2
     assert unbound(lx.mon.pod(launcher) or {}), "A12: the launcher changed while the controller restarted"
     assert list(lx.instances(launcher)) == [s.instance] and lx.is_sleeping(launcher, s.port) is True
     assert lx.actuations() == 0
-    created = lx.log_count(Log.CREATED_INSTANCE)
+    created_logged = lx.log_count(Log.CREATED_INSTANCE)
     lx.scale("rs-a12", 1)
     again = lx.serve("rs-a12", "isc-a12", exclude=(s.requester,))
     assert (again.launcher, again.instance) == (launcher, s.instance), "A12: A5 did not reuse the sleeper"
     assert (lx.listing(launcher) or {}).get("revision") == revision, "A12/A5: a new PUT after the restart"
-    assert lx.log_count(Log.CREATED_INSTANCE) == created
+    assert lx.log_count(Log.CREATED_INSTANCE) == created_logged
     lx.within("A12/A5 requester Ready after its stub answered", again.t_stub, again.t_ready, 5)
     wait_for(
         lambda: lx.actuations(path="hot", isc_name="isc-a12") == 1, T, 'fma_actuation_seconds{path="hot"} 1'
