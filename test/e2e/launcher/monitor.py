@@ -281,7 +281,10 @@ class Monitor:
                 if self._proc is not None and self._proc.poll() is None:
                     self._proc.terminate()
                     self._proc.wait(10)
-            self._halt.wait(0.2)
+            if not self._halt.is_set():
+                # Events between the two watches are missed (their list comes as ADDED again).
+                self.errors.append("watch: kubectl's watch ended; restarted")
+                self._halt.wait(0.2)
 
     def _on_event(self, event: Any) -> None:
         if not isinstance(event, dict) or not isinstance(event.get("object"), dict):

@@ -27,7 +27,7 @@ def test_a9_without_a_launcher_one_is_created_already_bound_on_the_cold_path(lx:
     s = lx.serve("rs-a9", "isc-a9")
 
     assert len(lx.launchers()) == 1, f"A9: {len(lx.launchers())} launchers, not the one created"
-    (added,) = [u.pod for u in lx.mon.updates(s.launcher) if u.type == "ADDED"]
+    added = next(u.pod for u in lx.mon.updates(s.launcher) if u.type == "ADDED")
     # Bound in the Create itself: the binding, the provider finalizer, the dual label and the
     # four bookkeeping annotations on the Pod as first stored.
     assert bound_to(added) == (s.uid, s.requester), f"A9: created unbound: {annots(added)}"
