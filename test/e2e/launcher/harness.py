@@ -258,6 +258,24 @@ class Lx:
         no worker busy."""
         self.dpctlr.wait_processed(0, what)
 
+    def duality(self, s: Served) -> float:
+        """``fma_duality`` of the pair of ``s`` (its series for the pair's GPU)."""
+        return self.metric(
+            "fma_duality",
+            requester_name=s.requester,
+            exported_pod=s.launcher,
+            instance_id=s.instance,
+            UUID=s.uuids[0],
+        )
+
+    def events(self, pod: str) -> set[tuple[str, str]]:
+        """(type, reason) of the Events about a Pod (contract §10)."""
+        items = self.kc.get_json("events", "--field-selector", f"involvedObject.name={pod}")["items"]
+        return {(str(e.get("type")), str(e.get("reason"))) for e in items}
+
+    def wait_event(self, pod: str, kind: str, reason: str) -> None:
+        wait_for(lambda: (kind, reason) in self.events(pod), T, f"a {kind} Event {reason} about {pod}")
+
     def log_count(self, message: str) -> int:
         return self.dpctlr.count(message)
 

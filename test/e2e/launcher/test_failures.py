@@ -57,6 +57,8 @@ def test_a10_an_instance_deleted_or_killed_while_bound_deletes_the_requester_and
     third = lx.serve("rs-a10", "isc-a10", exclude=(first.requester, second.requester))
     assert lx.is_sleeping(third.launcher, third.port) is False
     assert lx.log_count(Log.INSTANCE_STOPPED) == stopped_before + 2
+    lx.wait_event(first.requester, "Warning", "InstanceStopped")
+    lx.wait_event(second.requester, "Warning", "InstanceStopped")
 
 
 def test_a11_deleting_a_bound_launcher_deletes_its_requester_and_leaves_no_finalizer(lx: Lx) -> None:

@@ -53,3 +53,4 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
     wait_for(lambda: (p := lx.mon.pod(b.launcher)) is not None and unbound(p), T, "b's launcher unbound")
     assert b.instance not in lx.instances(b.launcher), "A13: the obsolete bound instance survived its unbind"
     assert lx.log_count(Log.SLEPT) == slept, "A13: an obsolete instance was put to sleep instead of deleted"
+    lx.wait_event(b.requester, "Normal", "InstanceDeleted")

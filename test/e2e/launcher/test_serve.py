@@ -44,6 +44,9 @@ def test_a1_a2_a3_ready_launcher_is_bound_its_instance_created_woken_and_relayed
     ]
     assert early == [], f"A3: the launcher carried the ISC labels before it was awake, at {early}"
     assert lx.log_count(Log.BOUND) >= 1 and lx.log_count(Log.CREATED_INSTANCE) >= 1
+    lx.wait_event(s.requester, "Normal", "LauncherBound")
+    lx.wait_event(s.requester, "Normal", "InstanceCreated")
+    wait_for(lambda: lx.duality(s) == 1, T, "fma_duality 1 for the bound pair")
     wait_for(
         lambda: lx.actuations(path="warm", isc_name="isc-a1") == created_before + 1,
         T,
@@ -66,6 +69,8 @@ def test_a4_a5_scale_to_zero_keeps_the_instance_asleep_and_scale_back_wakes_it_h
     t_unbound = lx.mon.first(launcher, unbound, after=t0)
     lx.within("A4 launcher unbound and asleep after scale to 0", t0, t_unbound, 10)
     assert t_asleep
+    lx.wait_event(first.requester, "Normal", "InstanceSlept")
+    wait_for(lambda: lx.duality(first) == 0, T, "fma_duality 0 once the pair is unbound")
     revision = lx.listing(launcher)
     assert revision is not None
     woke_before = lx.log_count(Log.WOKE)
@@ -94,3 +99,4 @@ def test_a4_a5_scale_to_zero_keeps_the_instance_asleep_and_scale_back_wakes_it_h
         'fma_actuation_seconds{path="hot"} +1',
     )
     assert labels(lx.mon.pod(launcher) or {}).get(api.SLEEPING_LABEL) == "false"
+    lx.wait_event(again.requester, "Normal", "InstanceWoken")
