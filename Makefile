@@ -13,6 +13,7 @@ CONTAINER_IMG_REG ?= registry.local/dpctl
 TARGETARCH ?=
 IMG_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 SLEEPER_LIMIT ?= 2
+DEMO ?= direct
 DURATION ?= 180
 PYTEST_ARGS ?=
 
@@ -50,8 +51,8 @@ cluster-down: dev ## stop the embedded local cluster
 	@$(DPCTL) local-cluster down
 
 .PHONY: run
-run: cluster-up ## local cluster + the controller installed by the chart + gpu-map + a demo ReplicaSet
-	@hack/run-demo.sh
+run: cluster-up ## local cluster + the controller (chart) + gpu-map + a demo: DEMO=direct (server-patch ReplicaSet) or DEMO=launcher (docs/launcher-recipe.md)
+	@DEMO=$(DEMO) SLEEPER_LIMIT=$(SLEEPER_LIMIT) hack/run-demo.sh
 
 .PHONY: crds
 crds: cluster-up ## regenerate the chart's CRDs from dpctl/fma/v1alpha1.py and the local API server's OpenAPI

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,11 @@ class RequesterStatus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     errors: tuple[str, ...] = Field(default=(), alias="Errors")
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: object) -> object:
+        return () if value is None else value  # upstream's launcher path writes {"Errors":null}
 
     def to_annotation(self, none_as_null: bool = False) -> str:
         """The annotation's value; upstream's launcher path writes ``{"Errors":null}`` for none."""

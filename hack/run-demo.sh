@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # `make run` after `make cluster-up`: on the local cluster, install the controller with its Helm
-# chart, fill gpu-map, and create one demo ReplicaSet like the e2e recipe's simple `mkrs`.
+# chart, fill gpu-map, and create a demo:
+#   DEMO=direct    (the default) one ReplicaSet like the e2e recipe's simple `mkrs` (server-patch)
+#   DEMO=launcher  the launcher path: deploy/examples/launcher's LauncherConfig,
+#                  InferenceServerConfig and requester ReplicaSet (docs/launcher-recipe.md)
 #
 # Environment:
+#   DEMO               direct or launcher (default direct)
 #   DPCTL_CLUSTER_DIR  the local cluster's state dir (default ~/.cache/dpctl/clusters/default);
 #                      its env.sh (written by `dpctl local-cluster up`) sets KUBECONFIG and PATH
 #   SLEEPER_LIMIT      the chart's SleeperLimit (default 2)
@@ -21,6 +25,15 @@ if [ ! -r "$cluster_dir/env.sh" ]; then
 fi
 # shellcheck disable=SC1091 # written by `dpctl local-cluster up`
 . "$cluster_dir/env.sh"
+demo=${DEMO:-direct}
+case "$demo" in
+  direct | launcher) ;;
+  *)
+    log "DEMO=$demo: expected direct or launcher"
+    exit 2
+    ;;
+esac
+examples=deploy/examples/launcher
 sleeper_limit=${SLEEPER_LIMIT:-2}
 release=dpctlr
 node_viewer=dpctl-node-viewer
@@ -53,13 +66,40 @@ hack/helm.sh upgrade --install "$release" deploy/helm/dpctlr --namespace "$names
   --wait --timeout 3m >/dev/null
 log "controller Ready: kubectl logs deploy/$release"
 
+demo_node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+
+if [ "$demo" = launcher ]; then
+  # The chart installs the fma.llm-d.ai CRDs; wait until the API server serves them.
+  kubectl wait --for=condition=Established --timeout=60s \
+    crd/launcherconfigs.fma.llm-d.ai crd/inferenceserverconfigs.fma.llm-d.ai >/dev/null
+  kubectl apply -f "$examples/launcher-rbac.yaml" -f "$examples/lc.yaml" -f "$examples/isc.yaml"
+  # The example pins its requesters to node-1; pin them to this cluster's first Node.
+  sed "s|kubernetes.io/hostname: node-1|kubernetes.io/hostname: $demo_node|" "$examples/requester-rs.yaml" |
+    kubectl apply -f -
+  cat <<EOT
+
+Launcher demo created in namespace $namespace: LauncherConfig vllm-launcher, InferenceServerConfig
+granite-2b and ReplicaSet granite-2b (pinned to $demo_node). To follow it (docs/launcher-recipe.md):
+
+  . $cluster_dir/env.sh
+  kubectl get pods -L dual-pods.llm-d.ai/dual,dual-pods.llm-d.ai/instance,dual-pods.llm-d.ai/sleeping
+  .venv/bin/dpctl status                          # launchers, their instances, awake or asleep
+  kubectl logs deploy/$release                     # -f to follow
+
+Scale it to 0 and back to see the instance put to sleep and woken in the same launcher:
+
+  kubectl scale rs/granite-2b --replicas=0
+  kubectl scale rs/granite-2b --replicas=1
+EOT
+  exit 0
+fi
+
 # The recipe's simple mkrs, with two local changes in the server patch: the vLLM emulator stands
 # in for `vllm serve` and starts in VLLM_EMULATOR_STARTUP_DELAY=5 s, so the readiness probe
 # starts after 2 s instead of the recipe's 60 s (which only a real model load needs).
 # The requester is pinned to one Node, so that scaling to 0 and back lands the new requester
 # where its sleeper waits (on another Node it would get a new runner instead).
 stamp=$(date +%H-%M-%S)
-demo_node=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
 kubectl apply -f - <<EOF
 apiVersion: apps/v1
 kind: ReplicaSet

@@ -33,9 +33,10 @@ PURPOSE_LOG = "read a vLLM instance's log from the launcher"
 LOG_TIMEOUT_S: Final = 10.0
 
 
-def launcher_url(pod_ip: str) -> str:
-    """The base URL of the launcher in the Pod with this IP (an error when it has none yet)."""
-    return pod_url(PURPOSE_LIST, pod_ip, api.LAUNCHER_PORT, "").rstrip("/")
+def launcher_url(pod_ip: str, port: int = api.LAUNCHER_PORT) -> str:
+    """The base URL of the launcher in the Pod with this IP (an error when it has none yet);
+    ``port`` other than the contract's 8001 only for tests."""
+    return pod_url(PURPOSE_LIST, pod_ip, port, "").rstrip("/")
 
 
 class LauncherClient:

@@ -207,12 +207,17 @@ async def _main(cfg: ControllerConfig) -> int:
         kube, watch_nodes, launcher_path = await _connect(cfg, metrics)
     except SystemExit as exit_:
         return int(exit_.code or 1)
-    http = HttpClient(observer=metrics.observe_http)
-    events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     controller_ref: list[Controller] = []
     dual_metrics = DualPodsMetrics(
         metrics.registry, lambda: controller_ref[0].pods.store.list() if controller_ref else [], cfg.namespace
     )
+
+    def observe_http(purpose: str, code: int, seconds: float) -> None:
+        metrics.observe_http(purpose, code, seconds)
+        dual_metrics.observe_http(purpose, code, seconds)
+
+    http = HttpClient(observer=observe_http)
+    events = EventRecorder(kube, cfg.namespace, "dual-pods-controller")
     requesters = RequesterClient(http)
     # The relays' log streams get a connection pool of their own, without a limit: each holds its
     # connection for as long as its runner serves (HTTP/1.1 has one stream per connection), and

@@ -10,14 +10,17 @@ informer cache when scraped, so they can never drift from the truth.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dpctl import api
+from dpctl.clients import inference, launcher, requester
 from dpctl.dualpods import podview
 from dpctl.dualpods.latency import STEPS, Step
 from dpctl.dualpods.podview import RawObj
@@ -29,6 +32,22 @@ FMA_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 240, 480, 960, 1920)
 # fma_duality keeps a series at 0 for each pair that was bound, as upstream's does; only the
 # latest this many unbound pairs keep theirs, so a long-lived controller's series stay bounded.
 MAX_UNBOUND_DUALITY_SERIES = 1000
+# The InferenceServerConfig of the reconcile an HTTP call is made in ("" on the direct path), for
+# fma_http_latency_seconds' isc_name: set per reconcile, so every call under it carries it.
+CURRENT_ISC: contextvars.ContextVar[str] = contextvars.ContextVar("dpctl_current_isc", default="")
+# Our clients' purposes by upstream's names of them (and methods) in fma_http_latency_seconds.
+FMA_PURPOSES: Final = {
+    launcher.PURPOSE_LIST: ("list_instances", "GET"),
+    launcher.PURPOSE_CREATE: ("create_instance", "PUT"),
+    launcher.PURPOSE_DELETE: ("delete_instance", "DELETE"),
+    inference.PURPOSE_IS_SLEEPING: ("query_sleeping", "GET"),
+    inference.PURPOSE_SLEEP: ("sleep", "POST"),
+    inference.PURPOSE_WAKE_UP: ("wake", "POST"),
+    requester.PURPOSE_ACCELERATORS: ("get_gpu_uuids", "GET"),
+    requester.PURPOSE_MEMORY: ("get_accel_memory_usage", "GET"),
+    requester.PURPOSE_BECOME_READY: ("relay_ready", "POST"),
+    requester.PURPOSE_BECOME_UNREADY: ("relay_unready", "POST"),
+}
 DUALITY_LABELS = (
     "exported_namespace", "requester_name", "exported_pod", "exported_container", "instance_id", "UUID", "node",
 )  # fmt: skip
@@ -104,6 +123,12 @@ class DualPodsMetrics:
             registry=r,
         )
         self._unbound_duality: dict[tuple[str, ...], None] = {}
+        self.fma_http = Histogram(
+            "fma_http_latency_seconds",
+            "HTTP calls of the controller, by upstream's purpose names",
+            ["purpose", "method", "exported_namespace", "isc_name", "status_code"],
+            registry=r,
+        )
         r.register(_Population(pods))
 
     def relayed(self, nbytes: int) -> None:
@@ -134,6 +159,15 @@ class DualPodsMetrics:
         if isc:
             namespace = str(podview.meta(requester).get("namespace") or "")
             self.fma_actuation.labels(namespace, path, str(instances_deleted), isc).observe(seconds)
+
+    def observe_http(self, purpose: str, code: int, seconds: float) -> None:
+        """An HTTP call ended (the client's observer): into fma_http_latency_seconds, if upstream
+        has a name for its purpose."""
+        named = FMA_PURPOSES.get(purpose)
+        if named is not None:
+            self.fma_http.labels(named[0], named[1], self._namespace, CURRENT_ISC.get(), str(code)).observe(
+                seconds
+            )
 
     def launcher_created(self, lc: str, seconds: float, success: bool) -> None:
         self.fma_launcher_create.labels(self._namespace, lc, str(success).lower()).observe(seconds)

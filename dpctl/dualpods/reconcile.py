@@ -11,6 +11,7 @@ from __future__ import annotations
 from dpctl.dualpods import decide, podview
 from dpctl.dualpods.keys import IscKey, Key, ServerKey
 from dpctl.dualpods.latency import Stamps
+from dpctl.dualpods.metrics import CURRENT_ISC
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Ports
 from dpctl.dualpods.steps import actuation, finalizers, instances, launching, pool, serving, teardown
@@ -66,6 +67,7 @@ class Reconciler:
     async def server(self, uid: str) -> Outcome:
         cx = self.cx
         requester = cx.cache.pod_by_uid(uid)
+        CURRENT_ISC.set(podview.isc_name(requester) if requester is not None else "")
         runner = await self._the_runner(uid)
         step = decide.decide(requester, runner, self._node_of(requester))
         on_launcher = runner is not None and podview.is_launcher(runner)

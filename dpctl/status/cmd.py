@@ -1,7 +1,11 @@
-"""`dpctl status`: what the dual-pods controller sees in a namespace, per Node and GPU.
+"""`dpctl status`: what the dual-pods controller sees in a namespace, per Node and GPU, and its
+launchers with their vLLM instances.
 
-Owns the subcommand's arguments, the three reads it makes (the namespace's Pods, the cluster's
-Nodes, the ``gpu-map`` ConfigMap) and the output formats; the report itself is
+Owns the subcommand's arguments, the three reads it makes of the API server (the namespace's
+Pods, the cluster's Nodes, the ``gpu-map`` ConfigMap), the questions it asks each Ready launcher
+Pod (``GET http://<Pod IP>:8001/v2/vllm/instances``, then ``GET /is_sleeping`` on each running
+instance's port; all at once, each bounded by the clients' timeouts, a failure shown in the
+report and never fatal) and the output formats; the report itself is
 :func:`dpctl.status.fleet.build`. ``-o table`` prints kubectl-style tables (columns aligned
 like kubectl's tabwriter, ``-`` for empty, ages like ``5m`` or ``2h``); ``-o json`` and
 ``-o yaml`` print the report model as is, its keys in declaration order.
@@ -31,8 +35,13 @@ import aiohttp
 import yaml
 
 from dpctl import api
+from dpctl.clients.http import HttpCallError, HttpClient
+from dpctl.clients.inference import InferenceClient
+from dpctl.clients.launcher import LauncherClient, launcher_url
+from dpctl.dualpods import launcherview, podview
 from dpctl.kube import CONFIGMAPS, NODES, PODS, ApiError, Kube, RawObj
 from dpctl.kube.transport import SERVICE_ACCOUNT_DIR, in_cluster, kubeconfig_contexts
+from dpctl.launcher.api import InstanceState, Status
 from dpctl.status import fleet
 
 # Where a Pod's service account tells its namespace; kubectl reads the same file in-cluster.
@@ -48,7 +57,9 @@ class StatusError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Show GPUs, requesters, runners, sleepers and errors of a namespace."
+    parser.description = (
+        "Show GPUs, requesters, runners, sleepers, launchers with their instances, and errors of a namespace."
+    )
     parser.epilog = (
         "As a kubectl plugin: put hack/kubectl-dpctl and dpctl on PATH, then `kubectl dpctl status -n NS`."
     )
@@ -118,7 +129,47 @@ async def collect(namespace: str, kubeconfig: str | None, context: str | None) -
         ) from None
     finally:
         await kube.close()
-    return fleet.build(namespace, pods, nodes, gpu_map, now=dt.datetime.now(dt.UTC))
+    seen = await ask_launchers(pods)
+    return fleet.build(namespace, pods, nodes, gpu_map, now=dt.datetime.now(dt.UTC), launchers_seen=seen)
+
+
+async def ask_launchers(
+    pods: Sequence[RawObj], launcher_port: int = api.LAUNCHER_PORT
+) -> dict[str, fleet.LauncherSeen]:
+    """What every launcher Pod worth asking (`fleet.should_ask`) says of its instances, by Pod name."""
+    asked = [p for p in pods if podview.is_launcher(p) and fleet.should_ask(p)]
+    if not asked:
+        return {}
+    http = HttpClient()
+    try:
+        answers = await asyncio.gather(*(_ask_launcher(http, p, launcher_port) for p in asked))
+    finally:
+        await http.close()
+    return {p["metadata"]["name"]: seen for p, seen in zip(asked, answers, strict=True)}
+
+
+async def _ask_launcher(http: HttpClient, pod: RawObj, launcher_port: int) -> fleet.LauncherSeen:
+    ip = str((pod.get("status") or {}).get("podIP") or "")
+    try:
+        states = await LauncherClient(http).instances(launcher_url(ip, launcher_port))
+    except HttpCallError as err:
+        return fleet.LauncherSeen(error=err.detail)
+    except (ValueError, OSError) as err:  # an odd Pod IP: reported, never fatal
+        return fleet.LauncherSeen(error=f"{type(err).__name__}: {err}")
+    inference = InferenceClient(http)
+    return fleet.LauncherSeen(
+        instances=tuple(await asyncio.gather(*(_ask_instance(inference, ip, s) for s in states)))
+    )
+
+
+async def _ask_instance(inference: InferenceClient, ip: str, state: InstanceState) -> fleet.InstanceSeen:
+    port = launcherview.instance_port(state)
+    if state.status != Status.RUNNING or port is None:
+        return fleet.InstanceSeen(state=state)
+    try:
+        return fleet.InstanceSeen(state=state, sleeping=await inference.is_sleeping(ip, port))
+    except HttpCallError as err:
+        return fleet.InstanceSeen(state=state, error=err.detail)
 
 
 async def _nodes(kube: Kube) -> list[RawObj] | None:
@@ -150,7 +201,8 @@ def render(report: fleet.FleetReport, output: str) -> str:
 
 
 def render_table(report: fleet.FleetReport) -> str:
-    """Up to three tables like ``kubectl get``: Nodes, GPUs, errors; empty ones are left out."""
+    """Up to five tables like ``kubectl get``: Nodes, GPUs, launchers, their instances, errors;
+    empty ones are left out."""
     now = report.generated_at
     sections = []
     if report.nodes:
@@ -168,10 +220,22 @@ def render_table(report: fleet.FleetReport) -> str:
                 gpu_rows,
             )
         )
+    if report.launchers:
+        sections.append(
+            _table(
+                ["LAUNCHER", "CONFIG", "NODE", "READY", "REQUESTER", "READY", "SLEEPING", "LAST-USED", "API"],
+                [_launcher_row(launcher, now) for launcher in report.launchers],
+            )
+        )
+    instance_rows = [_instance_row(la, i) for la in report.launchers for i in la.instances]
+    if instance_rows:
+        sections.append(
+            _table(["LAUNCHER", "INSTANCE", "ISC", "PORT", "GPUS", "STATE", "REQUESTER"], instance_rows)
+        )
     if report.errors:
         sections.append(_table(["OBJECT", "ERROR"], [[p.object, p.message] for p in report.errors]))
     if not sections:
-        return f"No GPUs, requesters or runners found in {report.namespace} namespace.\n"
+        return f"No GPUs, requesters, runners or launchers found in {report.namespace} namespace.\n"
     return "\n".join(sections)
 
 
@@ -187,6 +251,38 @@ def _gpu_row(node: str, gpu: fleet.Gpu, now: dt.datetime) -> list[str]:
         _bool(runner.ready) if runner else "",
         _state(runner) if runner else "",
         ",".join(_sleeper(s, now) for s in gpu.sleepers),
+    ]
+
+
+def _launcher_row(launcher: fleet.Launcher, now: dt.datetime) -> list[str]:
+    requester = launcher.requester
+    return [
+        launcher.name,
+        launcher.launcher_config,
+        launcher.node,
+        _bool(launcher.ready),
+        requester.name if requester else "",
+        _bool(requester.ready) if requester else "",
+        "terminating" if launcher.terminating else _bool(launcher.sleeping),
+        age(now - launcher.last_used) if launcher.last_used else "",
+        launcher.api,
+    ]
+
+
+def _instance_row(launcher: fleet.Launcher, inst: fleet.Instance) -> list[str]:
+    gpus = ",".join(
+        str(index) if index is not None else uuid
+        for uuid, index in zip(inst.gpu_uuids, inst.gpu_indices, strict=True)
+    )
+    state = inst.state if inst.exit_code is None else f"{inst.state}(exit {inst.exit_code})"
+    return [
+        launcher.name,
+        inst.id,
+        inst.isc,
+        _opt(inst.port),
+        gpus,
+        state,
+        launcher.requester.name if inst.bound and launcher.requester else "",
     ]
 
 

@@ -41,7 +41,8 @@ async def actuate(
     if binding.refused_before(st, requester, built):
         return DONE  # the API server refused this runner; nothing has changed since
     await pool.drop_restarted_sleepers(cx, node, indices)
-    busy = pool.gpus_held_by_others(cx, requester, node, indices)
+    busy: list[int | str] = [*pool.gpus_held_by_others(cx, requester, node, indices)]
+    busy += pool.gpus_served_by_launchers(cx, requester, node, uuids)
     if busy:
         return await wait(cx, st, requester, f"GPUs {busy} still held by another inference server")
     sleeper = pool.matching_sleeper(cx, built.nominal_hash)

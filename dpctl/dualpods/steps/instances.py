@@ -62,10 +62,9 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, launcher:
     if st.gave_up or not (podview.pod_ready(launcher) and podview.pod_ip(launcher)):
         return DONE  # R16: its next Pod event brings us back (or a user's fix, having given up)
     host, luid = podview.pod_ip(launcher), podview.uid(launcher)
-    try:
-        listed = {i.instance_id: i for i in await cx.ports.launchers.instances(host)}
-    except HttpCallError as err:
-        return Retry(f"listing the instances of launcher {podview.name(launcher)}: {err}")
+    listed = await _listed(cx, launcher)
+    if not isinstance(listed, dict):
+        return listed
     mine = listed.get(bk.instance_id)
     if mine is None and st.instance_seen != (luid, bk.instance_id):
         if cx.memory.deaths(bk.instance_id, time.monotonic()) >= DEATHS_COUNTED:
@@ -92,6 +91,14 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, launcher:
     if outcome is not DONE:
         return outcome
     return await relay_readiness(cx, st, requester, launcher, True, _isc_of(bk))
+
+
+async def _listed(cx: Context, launcher: RawObj) -> dict[str, InstanceState] | Outcome:
+    """The launcher's instances by id, or a retry when it does not list them."""
+    try:
+        return {i.instance_id: i for i in await cx.ports.launchers.instances(podview.pod_ip(launcher))}
+    except HttpCallError as err:
+        return Retry(f"listing the instances of launcher {podview.name(launcher)}: {err}")
 
 
 async def _not_answering(
@@ -280,10 +287,9 @@ async def unbind(cx: Context, st: ServerState, launcher: RawObj) -> Outcome:
 async def _sleep_or_delete(cx: Context, st: ServerState, launcher: RawObj, bk: Bookkeeping) -> Outcome:
     """The instance asleep, or deleted when its ISC has changed since (it would be obsolete)."""
     host, name = podview.pod_ip(launcher), podview.name(launcher)
-    try:
-        listed = {i.instance_id: i for i in await cx.ports.launchers.instances(host)}
-    except HttpCallError as err:
-        return Retry(f"listing the instances of launcher {name}: {err}")
+    listed = await _listed(cx, launcher)
+    if not isinstance(listed, dict):
+        return listed
     mine = listed.get(bk.instance_id)
     if mine is None:
         return DONE  # gone already: nothing to sleep

@@ -21,11 +21,11 @@ import pydantic
 from dpctl import api
 from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
-from dpctl.dualpods import launcherchoice, launcherview, patches, podview
+from dpctl.dualpods import gpumap, launcherchoice, launcherview, patches, podview
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Path
 from dpctl.dualpods.state import ServerState
-from dpctl.dualpods.steps import instances
+from dpctl.dualpods.steps import instances, pool
 from dpctl.dualpods.steps.actuation import requester_gpus
 from dpctl.dualpods.steps.context import Context
 from dpctl.dualpods.steps.finalizers import ensure_requester_state, user_error, user_errors, wait
@@ -92,7 +92,10 @@ async def actuate(cx: Context, st: ServerState, requester: RawObj, node: str) ->
     wanted = await _wanted(cx, st, requester, isc, uuids, node)
     if not isinstance(wanted, Wanted):
         return wanted
-    busy = _gpus_held_by_others(cx, requester, node, uuids)
+    busy = [
+        *pool.gpus_served_by_launchers(cx, requester, node, uuids),
+        *_direct_runners_on(cx, requester, node, uuids),
+    ]
     if busy:
         return await wait(cx, st, requester, f"GPUs {busy} still held by another inference server")
     config_hash = launcher_config_hash(wanted.template.template_hash, node)
@@ -167,20 +170,14 @@ async def _wanted(
     )
 
 
-def _gpus_held_by_others(cx: Context, requester: RawObj, node: str, uuids: Sequence[str]) -> list[str]:
-    """GPUs of ``uuids`` that a launcher on the Node still serves another requester with: that
-    instance may be awake until its unbinding puts it to sleep (I1)."""
-    mine, held = podview.uid(requester), set[str]()
-    for launcher in cx.cache.launchers_on_node(node):
-        bound = podview.bound_requester(launcher)
-        if bound is None or bound[0] == mine:
-            continue
-        try:
-            body = launcherview.bookkeeping(launcher).vllm_config
-        except launcherview.BookkeepingError:
-            continue  # its own requester's status says so; its GPUs are unknown
-        held.update(u for u in body.get("gpu_uuids") or [] if u in uuids)
-    return sorted(held)
+def _direct_runners_on(cx: Context, requester: RawObj, node: str, uuids: Sequence[str]) -> list[str]:
+    """GPUs of ``uuids`` a direct runner may still be awake on (I1 across both paths). The
+    launcher path needs no gpu-map; where there is one, it names the GPUs' indices."""
+    try:
+        indices = gpumap.indices_for(cx.cache.gpu_map(), node, uuids)
+    except gpumap.GpuMapError:
+        return []
+    return [uuids[indices.index(i)] for i in pool.gpus_held_by_others(cx, requester, node, indices)]
 
 
 async def _candidates(
@@ -254,8 +251,7 @@ async def _bind(
     cx.ports.report.event(
         requester, "Normal", "LauncherBound", f"bound launcher {name} for instance {wanted.instance_id}"
     )
-    await ensure_requester_state(cx, st, requester, bound, [], wanted.instance_id)
-    return await instances.serve_bound(cx, st, requester, bound)
+    return await instances.serve_bound(cx, st, requester, bound)  # it writes the requester's state
 
 
 async def _create(

@@ -3,7 +3,8 @@ unbound runner found awake put back to sleep.
 
 Contract invariant 1 (never two awake servers on one GPU) rests on :func:`gpus_held_by_others`:
 no runner is created or woken on a GPU while a runner bound to another requester is there, or
-an unbound one that may be awake.
+an unbound one that may be awake; and, across both paths, on :func:`gpus_served_by_launchers`:
+nor while a launcher serves another requester there (launcher contract I1).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dpctl.api import LogMsg
 from dpctl.clients.http import HttpCallError
 from dpctl.clients.inference import SleepModeUnavailable
-from dpctl.dualpods import patches, podview, sleepers
+from dpctl.dualpods import launcherview, patches, podview, sleepers
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.state import instance
 from dpctl.dualpods.steps.context import Context
@@ -47,6 +48,22 @@ def gpus_held_by_others(cx: Context, requester: RawObj, node: str, indices: Sequ
                 held.append(index)
                 break
     return held
+
+
+def gpus_served_by_launchers(cx: Context, requester: RawObj, node: str, uuids: Sequence[str]) -> list[str]:
+    """GPUs of ``uuids`` a launcher on the Node still serves another requester with: its instance
+    may be awake until its unbinding has put it to sleep."""
+    mine, held = podview.uid(requester), set[str]()
+    for launcher in cx.cache.launchers_on_node(node):
+        bound = podview.bound_requester(launcher)
+        if bound is None or bound[0] == mine:
+            continue
+        try:
+            body = launcherview.bookkeeping(launcher).vllm_config
+        except launcherview.BookkeepingError:
+            continue  # its own requester's status says so; its GPUs are unknown
+        held.update(u for u in body.get("gpu_uuids") or [] if u in uuids)
+    return sorted(held)
 
 
 async def drop_restarted_sleepers(cx: Context, node: str, indices: Sequence[int]) -> None:

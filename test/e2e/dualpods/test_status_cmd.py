@@ -3,7 +3,8 @@ plugin's table, and with the namespace taken from the kubeconfig context.
 
 The controller runs as a plain process (``start_controller``). One ReplicaSet is brought up and
 scaled to 0, leaving its runner asleep; a second one, with a different server-patch so the
-sleeper is not reused, then gets a new runner on the same Node.
+sleeper is not reused, then gets a new runner on the same Node. On the launcher path, the recipe's
+example manifests: a launcher bound to its requester, with its instance.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 
 from dpctl import api
+from dpctl.fma.v1alpha1 import KINDS
 from dpctl.status.fleet import FleetReport
+from e2e.deploy.chart import CHART
 from e2e.recipe import (
     Kubectl,
     ServerPatch,
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.e2e
 TIMEOUT = 90
 DPCTL = Path(sys.executable).with_name("dpctl")
 PLUGIN_DIR = Path(__file__).resolve().parents[3] / "hack"
+EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples" / "launcher"
 
 
 def _pair(kubectl: Kubectl, rs: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -63,6 +67,10 @@ def _asleep_and_unbound(kubectl: Kubectl, name: str) -> bool:
         api.REQUESTER_ANNOTATION not in (meta.get("annotations") or {})
         and (meta.get("labels") or {}).get(api.SLEEPING_LABEL) == "true"
     )
+
+
+def _owned_by(pods: list[dict[str, Any]], rs: str) -> list[dict[str, Any]]:
+    return [p for p in pods if any(o.get("name") == rs for o in p["metadata"].get("ownerReferences") or [])]
 
 
 def _dpctl(*args: str, path_first: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,3 +172,59 @@ def test_status_shows_a_bound_pair_and_a_sleeper(
     except AssertionError:
         print(dump(kubectl, controller))
         raise
+
+
+def test_status_shows_a_launcher_its_requester_and_its_instances(
+    cluster: Any, kubectl: Kubectl, gpu_map: dict[str, dict[str, int]], start_controller: Any
+) -> None:
+    """The launcher path with the recipe's example manifests: once the pair is bound and served,
+    the report has the launcher, its requester and its awake instance on the requester's GPU."""
+    if cluster.state_dir is None:
+        pytest.skip("needs the local cluster (the simulated launcher image)")
+    cluster.run_kubectl("apply", "--server-side", "-f", str(CHART / "crds"))  # as the chart installs them
+    for kind in KINDS:
+        cluster.run_kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}", "--timeout=60s")
+    for name in ("launcher-rbac.yaml", "lc.yaml", "isc.yaml", "requester-rs.yaml"):
+        kubectl.run("apply", "-f", str(EXAMPLES / name))
+    controller = start_controller(2)  # after the CRDs: it looks for them when it starts
+    try:
+        req = wait_for(
+            lambda: next((p for p in _owned_by(kubectl.pods(), "granite-2b") if is_ready(p)), None),
+            TIMEOUT,
+            "the example requester Ready",
+        )
+        req_name = req["metadata"]["name"]
+        done = _dpctl(
+            str(DPCTL),
+            "status",
+            "-n",
+            kubectl.namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-o",
+            "json",
+        )
+        assert done.returncode == 0, done.stderr
+        report = FleetReport.model_validate_json(done.stdout)
+        assert report.errors == ()
+        (launcher,) = report.launchers
+        assert (launcher.launcher_config, launcher.node, launcher.api) == ("vllm-launcher", "node-1", "ok")
+        assert launcher.requester is not None and launcher.requester.name == req_name
+        assert launcher.instance_id == req["metadata"]["labels"][api.INSTANCE_LABEL]
+        (instance,) = launcher.instances
+        uuid = req["metadata"]["annotations"][api.ACCELERATORS_ANNOTATION]
+        assert (instance.id, instance.isc, instance.port, instance.state, instance.bound) == (
+            launcher.instance_id,
+            "granite-2b",
+            8005,
+            "awake",
+            True,
+        )
+        assert instance.gpu_uuids == (uuid,) and instance.gpu_indices == (gpu_map["node-1"][uuid],)
+        (held,) = [g for n in report.nodes for g in n.gpus if g.uuid == uuid]
+        assert held.runner is not None and held.runner.name == launcher.name
+    except AssertionError:
+        print(dump(kubectl, controller))
+        raise
+    finally:
+        kubectl.run("delete", "rs", "granite-2b", "--ignore-not-found", check=False)

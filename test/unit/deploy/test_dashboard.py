@@ -20,17 +20,33 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from dpctl import api
+from dpctl.clients import launcher as launcherclient
 from dpctl.dualpods.metrics import DualPodsMetrics
 from dpctl.metrics import Metrics
 from dpctl.workqueue.metrics import UnfinishedWork
 
 from ..dualpods.fakes import requester
 
+
+def launcher() -> dict[str, Any]:
+    """A launcher Pod bound to req-a, as far as fma_duality's labels read it."""
+    return {
+        "metadata": {
+            "name": "launcher-lc-a-x1",
+            "namespace": "ns1",
+            "labels": {api.LAUNCHER_CONFIG_NAME_LABEL: "lc-a"},
+            "annotations": {api.REQUESTER_ANNOTATION: "uid-a req-a"},
+        },
+        "spec": {"nodeName": "node-1"},
+    }
+
+
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dpctl-dashboard.json"
 
 # Added by Prometheus at scrape time (by the prometheus-operator for the chart's ServiceMonitor).
 TARGET_LABELS = frozenset({"namespace", "job", "instance", "pod", "service"})
-FUNCTIONS = frozenset({"histogram_quantile", "rate", "increase", "sum", "max", "min", "avg"})
+FUNCTIONS = frozenset({"histogram_quantile", "rate", "increase", "sum", "max", "min", "avg", "count"})
 KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset"})
 # Suffixes a family's samples carry, by type, for families without samples.
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
@@ -72,6 +88,11 @@ def _use_every_hook(metrics: Metrics, dual: DualPodsMetrics) -> None:
     dual.runner_deleted("sleeper-limit")
     dual.status_error("GpuMap")
     dual.actuated("cold", requester())
+    # The launcher path's series (fma_*).
+    dual.actuated("warm", requester(), "isc-a", 1)
+    dual.launcher_created("lc-a", 0.5, True)
+    dual.duality(launcher(), "I1i", ["GPU-node-1-0"], True)
+    dual.observe_http(launcherclient.PURPOSE_LIST, 200, 0.01)
 
 
 def dashboard() -> dict[str, Any]:

@@ -182,3 +182,18 @@ def test_a_requester_of_both_dialects_gets_the_status_in_both_annotations_once()
     assert patch == {"metadata": {"annotations": {api.ORIGINAL.status: want, api.HEAD.status: want}}}
     req["metadata"]["annotations"].update(patch["metadata"]["annotations"])
     assert patches.status_in_every_dialect(req, ["pick one"]) is None
+
+
+def test_a_launcher_requesters_status_without_errors_reads_as_none() -> None:
+    from dpctl.dualpods import podview
+
+    pod = {
+        "metadata": {
+            "annotations": {
+                api.INFERENCE_SERVER_CONFIG_ANNOTATION: "isc-a",
+                api.HEAD.status: api.RequesterStatus().to_annotation(none_as_null=True),
+            }
+        }
+    }
+    assert pod["metadata"]["annotations"][api.HEAD.status] == '{"Errors":null}'
+    assert podview.status_errors(pod) == ()

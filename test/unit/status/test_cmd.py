@@ -62,7 +62,15 @@ def test_json_is_the_model_dumped_with_stable_camel_case_keys() -> None:
     report = sample_report()
     out = statuscmd.render(report, "json")
     doc = json.loads(out)
-    assert list(doc) == ["namespace", "generatedAt", "nodesReadable", "gpuMapFound", "nodes", "errors"]
+    assert list(doc) == [
+        "namespace",
+        "generatedAt",
+        "nodesReadable",
+        "gpuMapFound",
+        "nodes",
+        "launchers",
+        "errors",
+    ]
     assert list(doc["nodes"][0]) == [
         "name",
         "found",
@@ -94,7 +102,9 @@ def test_yaml_is_the_same_document() -> None:
 
 def test_an_empty_namespace_says_so() -> None:
     report = fleet.build("empty", [], [ready_node("cpu", gpus=0)], gpu_map_cm({}), NOW)
-    assert statuscmd.render_table(report) == "No GPUs, requesters or runners found in empty namespace.\n"
+    assert statuscmd.render_table(report) == (
+        "No GPUs, requesters, runners or launchers found in empty namespace.\n"
+    )
 
 
 def test_terminating_runners_in_the_table() -> None:

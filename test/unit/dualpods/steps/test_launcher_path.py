@@ -14,7 +14,17 @@ from dpctl.fma.v1alpha1 import ModelServerConfig
 from dpctl.launcher.api import InstanceState
 from dpctl.podbuild.launcher import instance_id, launch_body, launcher_for_node, launcher_template
 from dpctl.workqueue.outcome import Done
-from unit.dualpods.fakes import NS, Recorder, World, gpu_uuid, json_patch_edits, node, requester
+from unit.dualpods.fakes import (
+    NS,
+    Recorder,
+    World,
+    gpu_map_cm,
+    gpu_uuid,
+    json_patch_edits,
+    node,
+    requester,
+    runner,
+)
 
 ISC = "isc-a"
 LC = "lc-a"
@@ -89,6 +99,21 @@ def state(iid: str, port: int = PORT, status: str = "running", isc_name: str = I
             "instance_id": iid,
         }
     )
+
+
+def serving_another() -> dict[str, Any]:
+    """A launcher bound to another requester, its instance on our GPU."""
+    other = launcher(name="launcher-b", uid="uid-l2")
+    other["metadata"]["annotations"].update(
+        {
+            api.REQUESTER_ANNOTATION: "uid-z req-z",
+            api.INSTANCE_ID_ANNOTATION: "Ixi",
+            api.SERVER_PORT_ANNOTATION: "8009",
+            api.VLLM_CONFIG_ANNOTATION: json.dumps({"options": "x", "gpu_uuids": GPUS}),
+            api.ISC_ROUTING_METADATA_ANNOTATION: "{}",
+        }
+    )
+    return other
 
 
 def make(world: World) -> tuple[Reconciler, Recorder]:
@@ -196,16 +221,7 @@ async def test_cold_creates_a_launcher_bound_from_its_first_version() -> None:
 
 
 async def test_gpus_an_other_bound_launcher_serves_are_waited_for() -> None:
-    other = launcher(name="launcher-b", uid="uid-l2")
-    other["metadata"]["annotations"].update(
-        {
-            api.REQUESTER_ANNOTATION: "uid-z req-z",
-            api.INSTANCE_ID_ANNOTATION: "Ixi",
-            api.SERVER_PORT_ANNOTATION: "8009",
-            api.VLLM_CONFIG_ANNOTATION: json.dumps({"options": "x", "gpu_uuids": GPUS}),
-            api.ISC_ROUTING_METADATA_ANNOTATION: "{}",
-        }
-    )
+    other = serving_another()
     w = world(other)
     r, rec = make(w)
     outcome = await r.reconcile(ServerKey("uid-a"))
@@ -347,3 +363,24 @@ async def test_an_instance_that_never_answers_is_deleted_after_the_start_timeout
     assert "did not answer /is_sleeping within 0 s of its start" in status_errors(w)[0]
     await r.reconcile(ServerKey("uid-a"))  # its death: the requester is replaced
     assert [a[1] for a in rec.actions if a[0] == "delete"] == ["req-a"]
+
+
+async def test_a_direct_runner_serving_another_requester_on_the_gpu_is_waited_for() -> None:
+    w = World(
+        [isc_requester(), launcher(), runner(name="req-z-server", bound_to=("uid-z", "req-z"))],
+        [node()],
+        gpu_map_cm({"node-1": 2}),
+        iscs=[isc()],
+        lcs=[lc()],
+    )
+    r, rec = make(w)
+    assert "still held" in str(await r.reconcile(ServerKey("uid-a")))
+    assert patched(rec, "launcher-a") == []
+
+
+async def test_a_direct_requester_waits_for_a_launcher_serving_another_on_its_gpu() -> None:
+    other = serving_another()
+    w = World([requester(), other], [node()], gpu_map_cm({"node-1": 2}))
+    r, rec = make(w)
+    assert "still held" in str(await r.reconcile(ServerKey("uid-a")))
+    assert not [a for a in rec.actions if a[0] == "create"]
