@@ -7,16 +7,17 @@ from __future__ import annotations
 import pytest
 
 from dpctl import api
+from e2e.deploy.chart import RELEASE
 from helpers import wait_for
 
 from . import objects
 from .harness import Log, Lx, Served, T, routed, unbound
-from .monitor import bound_to, is_ready, labels, name
+from .monitor import bound_to, deleting, is_ready, labels, name
 
 pytestmark = pytest.mark.e2e
 
 
-def same_pair(lx: Lx, s: Served, launchers: int = 1) -> None:
+def same_pair(lx: Lx, s: Served, launchers: int = 1, revision: int = 1) -> None:
     """The pair of ``s`` unchanged, its launcher holding its one instance, and no other launcher."""
     names = sorted(name(p) for p in lx.launchers())
     assert len(names) == launchers, f"A12: launchers {names}, expected {launchers}"
@@ -24,8 +25,8 @@ def same_pair(lx: Lx, s: Served, launchers: int = 1) -> None:
     assert launcher is not None and bound_to(launcher) == (s.uid, s.requester), "A12: the binding changed"
     assert labels(lx.mon.pod(s.requester) or {}).get(api.INSTANCE_LABEL) == s.instance
     assert list(lx.instances(s.launcher)) == [s.instance], "A12: a second instance"
-    revision = (lx.listing(s.launcher) or {}).get("revision")
-    assert revision == 1, f"A12: {s.launcher}'s instances changed more than once (revision {revision})"
+    seen = (lx.listing(s.launcher) or {}).get("revision")
+    assert seen == revision, f"A12: {s.launcher}'s instances changed {seen} times, not {revision}"
 
 
 def test_a12_a_controller_restart_loses_nothing(lx: Lx) -> None:
@@ -85,3 +86,38 @@ def test_a12_a_controller_restart_loses_nothing(lx: Lx) -> None:
     wait_for(
         lambda: lx.actuations(path="hot", isc_name="isc-a12") == 1, T, 'fma_actuation_seconds{path="hot"} 1'
     )
+
+
+def test_a12_r17_an_instance_gone_while_the_controller_was_down_is_created_again(lx: Lx) -> None:
+    """R17: a bound instance absent from its launcher, not known to this controller process to
+    have existed (it started after the instance went), is created again under its id from the
+    committed vllm-config; the requester is kept (only an instance known to have died is fatal)."""
+    lx.launcher_config("lc-a12-r17")
+    lx.isc("isc-a12-r17", "lc-a12-r17", 8005)
+    launcher = lx.launcher("lc-a12-r17")
+    lx.requester_set("rs-a12-r17", "isc-a12-r17")
+    s = lx.serve("rs-a12-r17", "isc-a12-r17")
+
+    dpctlr = lx.dpctlr
+    dpctlr.previous_logs.append(dpctlr.current_log())
+    lx.kc.run("scale", f"deploy/{RELEASE}", "--replicas=0")
+    wait_for(lambda: not dpctlr.pods(), T, "the controller stopped")
+    try:
+        assert lx.delete_instance(launcher, s.instance) == 200
+        wait_for(lambda: s.instance not in lx.instances(launcher), T, "the instance gone")
+    finally:
+        lx.kc.run("scale", f"deploy/{RELEASE}", "--replicas=1")
+    wait_for(dpctlr.pod, T, "the controller back")
+    wait_for(lambda: "Caches synced" in dpctlr.current_log(), T, "the new controller synced")
+    wait_for(
+        lambda: (i := lx.instances(launcher).get(s.instance)) is not None and i["status"] == "running",
+        T,
+        f"R17: instance {s.instance} created again",
+    )
+    wait_for(lambda: lx.is_sleeping(launcher, s.port) is False, T, "the instance awake again")
+    lx.idle("the re-creation")
+    req = lx.mon.pod(s.requester)
+    assert req is not None and not deleting(req), "R17: the requester was deleted"
+    same_pair(lx, s, revision=3)  # CREATED, DELETED, CREATED
+    assert routed(lx.mon.pod(launcher) or {}, lx.iscs["isc-a12-r17"])
+    assert is_ready(lx.mon.pod(s.requester))
