@@ -13,6 +13,11 @@
 A failing test's report has the Pods, their annotations, the controller log's tail, the
 monitor's violations and the step timings.
 
+The tests, by module: ``test_serve`` A1–A5, ``test_instances`` A6–A8, ``test_cold`` A9,
+``test_failures`` A10–A11, ``test_restart`` A12 (and R17 after a restart), ``test_isc_edit`` A13.
+About 3 minutes on a 2-core machine; the contract's deadlines scale with
+``$DPCTL_E2E_TIMEOUT_SCALE``.
+
 Needs the simulated kubelet (the GPU ledger, the simulated launcher image): skipped, saying so,
 only on a foreign cluster.
 """

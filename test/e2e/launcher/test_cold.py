@@ -1,4 +1,8 @@
-"""No launcher to use: the controller creates one, already bound (launcher contract §7 A9, R14)."""
+"""No launcher to use: the controller creates one, already bound (launcher contract §7 A9, R14).
+
+A9's last clause (the populator does not delete a bound launcher) waits for the populator; here
+nothing but the controller may delete launchers, and the monitor's I2 sees it stay bound.
+"""
 
 from __future__ import annotations
 
