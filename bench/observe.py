@@ -77,6 +77,7 @@ class Runner:
     bound_to: str = ""  # requester UID, empty when unbound
     sleeping: bool = False
     gone: bool = False
+    launcher: bool = False  # a launcher Pod (the launcher path), not a direct runner
 
 
 @dataclass
@@ -103,7 +104,7 @@ class PodTracker:
         ann = meta.get("annotations") or {}
         labels = meta.get("labels") or {}
         uid, name = str(meta["uid"]), str(meta["name"])
-        if api.ORIGINAL.server_patch in ann:
+        if api.ORIGINAL.server_patch in ann or api.INFERENCE_SERVER_CONFIG_ANNOTATION in ann:
             req = self.requesters.get(uid)
             if req is None:
                 req = self.requesters[uid] = Requester(uid, name, str(labels.get(SET_LABEL, "")), now)
@@ -118,10 +119,12 @@ class PodTracker:
             elif req.ready is not None and not ready and req.was_ready and not req.terminating:
                 self.flaps += 1  # Ready, then not: a probe failed (an overloaded harness, usually)
             req.was_ready = ready
-        elif api.NOMINAL_ANNOTATION in ann:
+        elif api.NOMINAL_ANNOTATION in ann or api.LAUNCHER_CONFIG_NAME_LABEL in labels:
             run = self.runners.get(name)
             if run is None or run.uid != uid:
-                run = self.runners[name] = Runner(uid, name, now)
+                run = self.runners[name] = Runner(
+                    uid, name, now, launcher=api.LAUNCHER_CONFIG_NAME_LABEL in labels
+                )
             bound = str(ann.get(api.REQUESTER_ANNOTATION) or "")
             run.bound_to = bound.split(" ", 1)[0]
             run.sleeping = labels.get(api.SLEEPING_LABEL) == "true"
@@ -157,7 +160,18 @@ class PodTracker:
         return "hot" if run.seen < req.seen else "cold"
 
     def sleepers(self) -> int:
-        return sum(1 for r in self.runners.values() if not r.bound_to and r.sleeping and not r.gone)
+        return sum(
+            1
+            for r in self.runners.values()
+            if not r.bound_to and r.sleeping and not r.gone and not r.launcher
+        )
+
+    def launchers(self) -> list[Runner]:
+        return [r for r in self.runners.values() if r.launcher and not r.gone]
+
+    def launchers_unbound_asleep(self) -> bool:
+        """Every launcher let go, marked sleeping (its instance asleep or gone)."""
+        return all(not r.bound_to and r.sleeping for r in self.launchers())
 
     def bound_runners(self) -> int:
         return sum(1 for r in self.runners.values() if r.bound_to and not r.gone)

@@ -101,12 +101,20 @@ def api_calls(samples: Samples) -> dict[str, float]:
     return out
 
 
+FMA_PATHS = ("cold", "warm", "hot")
+
+
 def work(samples: Samples) -> dict[str, float]:
     """The controller's work so far: Pod watch events applied, reconciles done, HTTP calls to Pods."""
     return {
         "pod_events": counter_total(samples, "informer_events_total", {"informer": "pods"}),
         "reconciles": counter_total(samples, "workqueue_work_duration_seconds_count", {"name": "dualpods"}),
         "http_calls": counter_total(samples, "dpctl_http_request_duration_seconds_count"),
+        # The launcher path's actuations by the controller's own path (fma_actuation_seconds).
+        **{
+            f"fma_actuations_{path}": counter_total(samples, "fma_actuation_seconds_count", {"path": path})
+            for path in FMA_PATHS
+        },
     }
 
 

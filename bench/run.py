@@ -49,7 +49,7 @@ from typing import Any
 import uvloop
 import yaml
 
-from bench import report
+from bench import launcher, report
 from bench.observe import ControllerProcess, PodTracker
 from bench.workload import MODELS, Timing, filler_pod, gpu_map, replica_set, set_name
 from dpctl.clients.requester import PURPOSE_ACCELERATORS as GPU_QUERY
@@ -66,6 +66,7 @@ NAMESPACE = "bench"
 REAL_LOAD_S, REAL_WAKE_S, REAL_SLEEP_S = 30.0, 2.0, 1.0
 TIME_SCALE = 10.0
 API_CONCURRENCY = 64
+SCENARIOS = ("all", "direct", "launcher")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -111,6 +112,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="PROCESS",
         help="sample PROCESS (controller, sim-kubelet) with py-spy during the actuation scenarios (repeatable)",
     )
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="all",
+        help="direct: the cold burst, wake churn and restart; launcher: the launcher path's cold, warm"
+        " and hot rounds alone (bench/launcher.py); all (default): both, the launcher path after the"
+        " direct churn and before the restart",
+    )
+    p.add_argument(
+        "--launcher-nodes",
+        type=int,
+        default=None,
+        help="nodes the launcher path uses, every GPU of each (default: 2, or fewer when there are;"
+        " each launcher Pod is two processes and each instance one, so hundreds would swamp the machine)",
+    )
     args = p.parse_args(argv)
     if args.nodes is None:
         args.nodes = 4 if args.quick else 32
@@ -118,6 +134,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.requesters = args.nodes * args.gpus_per_node
     if args.probe_period is None:
         args.probe_period = 1 if args.nodes <= 32 else 2 if args.nodes <= 64 else 5
+    if args.launcher_nodes is None:
+        args.launcher_nodes = min(args.nodes, 2)
+    if not 1 <= args.launcher_nodes <= args.nodes:
+        p.error(f"--launcher-nodes {args.launcher_nodes} must be 1 to --nodes ({args.nodes})")
     if args.pods_total is None:
         args.pods_total = 2000 if args.quick else 10000
     if args.requesters > args.nodes * args.gpus_per_node:
@@ -246,6 +266,8 @@ class Bench:
         )
         assert self.cluster is not None
         await kube.create(CONFIGMAPS, gpu_map(self.cluster.state_dir, self.args.nodes), NAMESPACE)
+        if self.args.scenario != "direct":
+            await launcher.install_crds(kube)
 
     def controller_process(self) -> ControllerProcess:
         assert self.cluster is not None
@@ -286,7 +308,9 @@ class Bench:
         log(f"phase {name}: begins (load {report.load_average()})")
         return phase
 
-    def end(self, phase: Phase) -> Phase:
+    def end(self, phase: Phase, path: str | None = None) -> Phase:
+        """Close the window; ``path`` names the path of every actuation in it (the launcher path's
+        windows each take one path by design), else the tracker's cold or hot per requester."""
         assert self.controller is not None
         phase.ended = time.monotonic()
         phase.cpu_s += self.controller.cpu_seconds()
@@ -299,7 +323,7 @@ class Bench:
         phase.components_cpu_s = {k: v + phase.components_cpu_s.get(k, 0.0) for k, v in after_cpu.items()}
         for req in self.tracker.requesters.values():
             if req.ready is not None and phase.started <= req.seen and req.ready <= phase.ended:
-                phase.actuations.setdefault(req.path, []).append(req.ready - req.seen)
+                phase.actuations.setdefault(path or req.path, []).append(req.ready - req.seen)
         phase.load = report.load_average()
         self.phases.append(phase)
         log(f"phase {phase.name}: {json.dumps(phase.as_dict())}")
@@ -436,13 +460,16 @@ class Bench:
 
         await gather_limited((one(name, count) for name, count in replicas.items()), API_CONCURRENCY)
 
-    async def all_ready(self, count: int, what: str) -> None:
+    async def wait(self, check: Callable[[], bool], what: str) -> None:
+        await until(check, self.args.timeout, what)
+
+    async def all_ready(self, count: int, what: str, sets: set[str] | None = None) -> None:
         def done() -> bool:
-            live = self.tracker.live_requesters()
+            live = self.tracker.live_requesters(sets)
             return len(live) >= count and all(r.ready is not None for r in live)
 
         def progress() -> str:
-            live = self.tracker.live_requesters()
+            live = self.tracker.live_requesters(sets)
             return f"{sum(1 for r in live if r.ready is not None)} of {count} requesters Ready ({len(live)} exist)"
 
         await until(done, self.args.timeout, what, progress)
@@ -514,49 +541,87 @@ class Bench:
             self.controller.start()
             await until(self.controller.ready, 120, "the controller's caches synced")
             profilers = self.start_profilers()
+            launcher_path: dict[str, Any] | None = None
+            direct_metrics: report.Samples | None = None
             try:
-                await self.cold_burst(kube)
-                await self.churn(kube, 0, mixed=False)
-                await self.churn(kube, 1, mixed=True)
+                if args.scenario != "launcher":
+                    await self.cold_burst(kube)
+                    await self.churn(kube, 0, mixed=False)
+                    await self.churn(kube, 1, mixed=True)
+                    # The direct path's histograms (added latency, call latencies) as they stand
+                    # before the launcher path adds to them.
+                    direct_metrics = self.controller.metrics()
+                if args.scenario != "direct":
+                    if args.scenario == "all":
+                        await self.clear_direct(kube)
+                    launcher_path = await launcher.scenario(self, kube, NAMESPACE)
             finally:
                 stop_profilers(profilers)
-            run_metrics = self.controller.metrics()
+            run_metrics = direct_metrics or self.controller.metrics()
             memory = self.controller.memory_mb()
-            restart = await self.restart(kube)
+            restart = await self.restart(kube) if args.scenario != "launcher" else None
             violations = ctl.call(cluster.state_dir, "GET", "/ledger")[1]
         finally:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
-        return self.summarise(run_metrics, memory, restart, violations, cluster_s, load_start, began)
+        return self.summarise(
+            run_metrics, memory, restart, violations, cluster_s, load_start, began, launcher_path
+        )
+
+    async def clear_direct(self, kube: Kube) -> None:
+        """Before the launcher path: the direct sets scaled to 0 and their sleepers deleted, so
+        that every GPU is free for launcher-path requesters (not measured)."""
+        sets = {s for s in self.created if s.startswith("n")}
+        await self.scale({s: 0 for s in sets}, kube)
+        await until(
+            lambda: (
+                not self.tracker.existing_requesters(sets)
+                and not any(r.bound_to for r in self.tracker.runners.values() if not r.launcher)
+            ),
+            self.args.timeout,
+            "the direct requesters gone and their runners unbound",
+        )
+        runners = [r for r in self.tracker.runners.values() if not r.launcher and not r.gone]
+        await gather_limited((kube.delete(PODS, r.name, NAMESPACE) for r in runners), API_CONCURRENCY)
+        await until(
+            lambda: not any(not r.launcher for r in self.tracker.runners.values()),
+            self.args.timeout,
+            "the direct runners deleted",
+        )
 
     def summarise(
         self,
         metrics: report.Samples,
         memory: dict[str, float],
-        restart: dict[str, Any],
+        restart: dict[str, Any] | None,
         ledger: Any,
         cluster_s: float,
         load_start: list[float],
         began: float,
+        launcher_path: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         args = self.args
+        direct = [p for p in self.phases if not p.name.startswith("launcher_")]
         by_path: dict[str, list[float]] = {"cold": [], "hot": []}
-        for phase in self.phases:
+        for phase in direct:
             for path, values in phase.actuations.items():
                 by_path.setdefault(path, []).extend(values)
         # The same actuations from the stub's container running: without the time the API
         # server, the scheduler and the kubelet took to get the requester there.
         from_running: dict[str, list[float]] = {"cold": [], "hot": []}
         for req in self.tracker.requesters.values():
-            if req.ready is not None and req.running is not None and req.path in from_running:
+            direct_req = not req.set.startswith("l")
+            if direct_req and req.ready is not None and req.running is not None and req.path in from_running:
                 from_running[req.path].append(req.ready - req.running)
-        actuating = [p for p in self.phases if not p.name.endswith("_down")]
+        actuating = [p for p in direct if not p.name.endswith("_down")]
         actuations = sum(len(v) for p in actuating for v in p.actuations.values())
         cpu = sum(p.cpu_s for p in actuating)
-        cold = next(p for p in self.phases if p.name == "cold_burst")
-        hot = next(p for p in self.phases if p.name == "churn1_hot_up")
+        cold = next((p for p in direct if p.name == "cold_burst"), None)
+        hot = next((p for p in direct if p.name == "churn1_hot_up"), None)
 
-        def per(phase: Phase, resources: Iterable[str] | None = None) -> float | None:
+        def per(phase: Phase | None, resources: Iterable[str] | None = None) -> float | None:
+            if phase is None:
+                return None
             n = sum(len(v) for v in phase.actuations.values())
             return round(report.writes(phase.calls, resources) / n, 2) if n else None
 
@@ -597,8 +662,8 @@ class Bench:
         queue_wait = report.hist_p50_p99(
             report.histogram(metrics, "workqueue_queue_duration_seconds", {"name": "dualpods"}), 1000
         )
-        peak_rss = max(memory.get("VmHWM", 0.0), restart["peak_rss_mb"])
-        lost = sum(report.conflicts(p.calls) for p in self.phases)
+        peak_rss = max(memory.get("VmHWM", 0.0), restart["peak_rss_mb"] if restart else 0.0)
+        lost = sum(report.conflicts(p.calls) for p in direct)
         summary = {
             "requesters": args.requesters,
             "nodes": args.nodes,
@@ -626,8 +691,8 @@ class Bench:
             },
             "cpu_ms_per_actuation": round(1000 * cpu / actuations, 2) if actuations else None,
             "peak_rss_mb": round(peak_rss, 1),
-            "sync_s_10k": restart["start_to_synced_s"],
-            "pods_at_restart": restart["pods_in_namespace"],
+            "sync_s_10k": restart["start_to_synced_s"] if restart else None,
+            "pods_at_restart": restart["pods_in_namespace"] if restart else None,
             "actuations": {k: len(v) for k, v in by_path.items()},
             "violations": len(ledger.get("violations", [])) if isinstance(ledger, dict) else None,
             "readiness_flaps": self.tracker.flaps,
@@ -637,7 +702,22 @@ class Bench:
                 "sleep": self.timing.sleep_s,
             },
             "load_avg": {"start": load_start, "end": report.load_average()},
+            "scenario": args.scenario,
         }
+        if not direct:
+            # No direct scenario ran: the controller's histograms are all the launcher path's,
+            # and are in launcher_path, by its own windows.
+            summary["added_latency_ms"] = summary["added_p99_over_calls_p99"] = None
+        if launcher_path is not None:
+            direct_cpu = summary["cpu_ms_per_actuation"]
+            lx_cpu = launcher_path["cpu_ms_per_actuation"]
+            # The launcher path against the direct path of the same run (same sitting, same load).
+            launcher_path["cpu_ratio_to_direct"] = (
+                round(lx_cpu / direct_cpu, 2)
+                if isinstance(direct_cpu, float) and lx_cpu and direct_cpu
+                else None
+            )
+            summary["launcher_path"] = launcher_path
         full = {
             "summary": summary,
             "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
@@ -772,13 +852,14 @@ async def amain(args: argparse.Namespace) -> int:
     out = bench.results_dir / f"{stamp}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     lat = result["actuation_latencies_s"]
-    report.plot(
-        lat.get("cold", []),
-        lat.get("hot", []),
-        bench.results_dir / f"{stamp}.png",
-        f"Actuation latency: {args.requesters} requesters, {args.nodes} nodes x {args.gpus_per_node} GPUs "
-        f"(load {bench.timing.load_s:g} s, wake {bench.timing.wake_s:g} s)",
-    )
+    if args.scenario != "launcher":
+        report.plot(
+            lat.get("cold", []),
+            lat.get("hot", []),
+            bench.results_dir / f"{stamp}.png",
+            f"Actuation latency: {args.requesters} requesters, {args.nodes} nodes x {args.gpus_per_node} GPUs "
+            f"(load {bench.timing.load_s:g} s, wake {bench.timing.wake_s:g} s)",
+        )
     log(f"full result: {out}")
     print(json.dumps(result["summary"], separators=(",", ":")), flush=True)
     return 0

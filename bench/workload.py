@@ -125,3 +125,98 @@ def filler_pod(i: int) -> dict[str, Any]:
             ],
         },
     }
+
+
+# -- the launcher path ----------------------------------------------------------------------------
+#
+# One LauncherConfig and one InferenceServerConfig per model, each model on its own port (a second
+# ISC on another port finds room in a launcher whose instance of the first sleeps: a warm
+# actuation). The launcher image is any whose repository ends in ``/launcher``: the simulated
+# kubelet runs ``dpctl launcher`` for it, whose instances are vLLM emulators. Requesters come in
+# sets ``l<k>-<model>``, one per node and model, as the direct path's do.
+
+LAUNCHER_IMAGE: Final = "registry.local/dpctl/launcher:bench"
+LAUNCHER_CONFIG_NAME: Final = "lc-bench"
+ISC_PORTS: Final = {"a": 8005, "b": 8006}
+
+
+def isc_name(model: str) -> str:
+    return f"isc-{model}"
+
+
+def launcher_set_name(node: int, model: str) -> str:
+    return f"l{node}-{model}"
+
+
+def launcher_config(max_instances: int) -> dict[str, Any]:
+    """The LauncherConfig: a bare launcher container; the builder adds the rest (contract §2.4)."""
+    return {
+        "apiVersion": "fma.llm-d.ai/v1alpha1",
+        "kind": "LauncherConfig",
+        "metadata": {"name": LAUNCHER_CONFIG_NAME},
+        "spec": {
+            "maxInstances": max_instances,
+            "podTemplate": {
+                "metadata": {"labels": {BENCH_LABEL: BENCH_VALUE}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "inference-server",
+                            "image": LAUNCHER_IMAGE,
+                            "command": ["uvicorn", "launcher:app", "--host", "0.0.0.0", "--port", "8001"],
+                            "ports": [{"name": "launcher", "containerPort": 8001}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def inference_server_config(model: str, timing: Timing) -> dict[str, Any]:
+    """An ISC whose instances are the emulator with the direct path's delays and served name."""
+    options = (
+        "--model=ibm-granite/granite-3.3-2b-instruct --enable-sleep-mode --max-model-len=32768"
+        f" --gpu-memory-utilization=0.4 --served-model-name=granite-{model}"
+    )
+    return {
+        "apiVersion": "fma.llm-d.ai/v1alpha1",
+        "kind": "InferenceServerConfig",
+        "metadata": {"name": isc_name(model)},
+        "spec": {
+            "launcherConfigName": LAUNCHER_CONFIG_NAME,
+            "modelServerConfig": {
+                "port": ISC_PORTS[model],
+                "options": options,
+                "env_vars": {
+                    "VLLM_SERVER_DEV_MODE": "1",
+                    "VLLM_EMULATOR_STARTUP_DELAY": str(timing.load_s),
+                    "VLLM_EMULATOR_WAKE_DELAY": str(timing.wake_s),
+                    "VLLM_EMULATOR_SLEEP_DELAY": str(timing.sleep_s),
+                },
+                "labels": {"bench-model": model},
+            },
+        },
+    }
+
+
+def isc_replica_set(node: int, model: str, replicas: int, timing: Timing) -> dict[str, Any]:
+    """A set of launcher-path requesters (the ISC annotation instead of a server-patch)."""
+    name = launcher_set_name(node, model)
+    rs = mkrs(
+        name,
+        None,
+        replicas=replicas,
+        node_selector={api.HOSTNAME_LABEL: f"node-{node}"},
+        probe_period_s=timing.probe_period_s,
+    )
+    labels = {BENCH_LABEL: BENCH_VALUE, SET_LABEL: name}
+    rs["spec"]["selector"]["matchLabels"].update({SET_LABEL: name})
+    template = rs["spec"]["template"]
+    template["metadata"]["labels"].update(labels)
+    template["metadata"]["annotations"][api.INFERENCE_SERVER_CONFIG_ANNOTATION] = isc_name(model)
+    template["spec"]["terminationGracePeriodSeconds"] = 5
+    for container in template["spec"]["containers"]:
+        container["readinessProbe"]["timeoutSeconds"] = timing.probe_timeout_s
+    return rs

@@ -116,9 +116,8 @@ def _parse_accelerators(body: bytes) -> list[str]:
     """The GPU UUIDs in an accelerators answer; ``ValueError`` saying what is wrong otherwise."""
     if not body.strip():
         raise ValueError("empty response body; expected a JSON array of GPU UUIDs")
+    # An empty array is an answer (no GPUs assigned), for the controller to report as such.
     doc = _load_json(body, list, "a JSON array of GPU UUIDs")
-    if not doc:
-        raise ValueError("the requester reports no GPUs (does its container request nvidia.com/gpu?)")
     uuids: list[str] = []
     for i, element in enumerate(doc):
         if not isinstance(element, str):

@@ -88,7 +88,9 @@ def indices_for(gpu_map: GpuMap | None, node: str, uuids: Sequence[str]) -> list
             "(e.g. with hack/ensure-nodes-mapped.sh)"
         )
     if not uuids:
-        raise GpuMapError("the requester reports an empty set of GPUs")
+        raise GpuMapError(
+            "the assigned set of GPUs is empty (does the requester's container request nvidia.com/gpu?)"
+        )
     entry = gpu_map.nodes.get(node)
     if entry is None:
         raise GpuMapError(f"the GPU map ConfigMap {api.GPU_MAP_NAME} has no entry for node {node!r}")

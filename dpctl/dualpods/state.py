@@ -8,12 +8,14 @@ were learned from, so a restarted stub or vLLM is never trusted on old knowledge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dpctl.dualpods import podview
 from dpctl.dualpods.podview import RawObj
 from dpctl.dualpods.ports import Path
+from dpctl.launcher.api import InstanceState
 
 
 def instance(pod: RawObj) -> tuple[str, int]:
@@ -70,6 +72,9 @@ class ServerState:
     instance_unanswered_since: float | None = None
     # Set when its instance kept dying and is not created again: the requester's status error.
     gave_up: str | None = None
+    # Why the last create of the bound instance failed, shown until one succeeds (so that the
+    # status does not flip between the error and none, each write's event skipping the backoff).
+    create_failed: str | None = None
     actuation_observed: bool = False
     # The requester's resourceVersion and the runner's nominal hash when the API server refused
     # that runner: not sent again until one of them changes.
@@ -117,11 +122,30 @@ class Memory:
     def used(self, launcher_uid: str, instance_id: str, now: float) -> None:
         self.instance_use.setdefault(launcher_uid, {})[instance_id] = now
 
+    # launcher UID -> (its instance signature annotation, its instances as last listed): a
+    # candidate whose notifier has published no change since is not asked again (R11 lists every
+    # candidate of a Node, each reconcile). Our own creates and deletes drop the entry, since the
+    # signature follows them only a notifier period later.
+    listings: dict[str, tuple[str, tuple[InstanceState, ...]]] = field(default_factory=dict)
+
+    def listing(self, launcher_uid: str, signature: str) -> tuple[InstanceState, ...] | None:
+        found = self.listings.get(launcher_uid)
+        return found[1] if found is not None and signature and found[0] == signature else None
+
+    def listed(self, launcher_uid: str, signature: str, states: Sequence[InstanceState]) -> None:
+        if signature:
+            self.listings[launcher_uid] = (signature, tuple(states))
+
+    def changed_instances(self, launcher_uid: str) -> None:
+        self.listings.pop(launcher_uid, None)
+
     def forget_instance(self, launcher_uid: str, instance_id: str) -> None:
         self.instance_use.get(launcher_uid, {}).pop(instance_id, None)
+        self.changed_instances(launcher_uid)
 
     def forget_launcher(self, launcher_uid: str) -> None:
         self.instance_use.pop(launcher_uid, None)
+        self.listings.pop(launcher_uid, None)
 
     # instance id -> when (monotonic) it died while bound, the latest DEATHS_COUNTED at most, so a
     # vLLM that cannot start (bad options) is not recreated for ever (launcher contract §9 [D]).

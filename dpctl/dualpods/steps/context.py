@@ -7,6 +7,7 @@ The steps read only the informer caches (through :class:`Cache`), remember only 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -66,6 +67,12 @@ class Context:
     stamps: Stamps = field(default_factory=Stamps)
     memory: Memory = field(default_factory=Memory)
     log: log.KV = field(default_factory=lambda: log.get("dualpods"))
+    # One launcher choice at a time per Node (launcher contract §4: a Node's items serially):
+    # concurrent choices all took the same warm launcher, and all but one lost the bind.
+    node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def node_lock(self, node: str) -> asyncio.Lock:
+        return self.node_locks.setdefault(node, asyncio.Lock())
 
     def sending(self, step: Step, uid: str) -> None:
         """About to send ``step``'s call: report how long after its enabling event (once)."""

@@ -56,9 +56,10 @@ async def serve_bound(cx: Context, st: ServerState, requester: RawObj, launcher:
     except BookkeepingError as err:
         return await user_error(cx, st, requester, "Bookkeeping", str(err))
     cx.ports.report.duality(launcher, bk.instance_id, _gpus_of(bk), True)
-    await ensure_requester_state(
-        cx, st, requester, launcher, [st.gave_up] if st.gave_up else [], bk.instance_id
-    )
+    errors = [e for e in (st.gave_up, st.create_failed) if e]
+    if podview.container_running(launcher) or podview.status_errors(requester) or errors:
+        # A launcher just created writes it once, running (with the finalizer), not twice.
+        await ensure_requester_state(cx, st, requester, launcher, errors, bk.instance_id)
     if st.gave_up or not (podview.pod_ready(launcher) and podview.pod_ip(launcher)):
         return DONE  # R16: its next Pod event brings us back (or a user's fix, having given up)
     host, luid = podview.pod_ip(launcher), podview.uid(launcher)
@@ -113,6 +114,7 @@ async def _not_answering(
         return RequeueAfter(INSTANCE_POLL_S, f"instance {bk.instance_id} does not answer yet: {err}")
     st.instance_unanswered_since = None
     await cx.ports.launchers.delete(podview.pod_ip(launcher), bk.instance_id)
+    cx.memory.forget_instance(podview.uid(launcher), bk.instance_id)
     message = (
         f"vLLM instance {bk.instance_id} in launcher {podview.name(launcher)} did not answer"
         f" {api.IS_SLEEPING_PATH} within {timeout:.0f} s of its start, so it was deleted: {err}"
@@ -145,10 +147,16 @@ async def _create_instance(
                 f"instance {bk.instance_id} exists already in {podview.name(launcher)}; listing again"
             )
         message = f"cannot create vLLM instance {bk.instance_id} in launcher {podview.name(launcher)}: {err}"
-        await ensure_requester_state(cx, st, requester, launcher, [message], bk.instance_id)
+        if st.create_failed != message:
+            st.create_failed = message
+            await ensure_requester_state(cx, st, requester, launcher, [message], bk.instance_id)
         return Retry(message)
+    if st.create_failed:
+        st.create_failed = None
+        await ensure_requester_state(cx, st, requester, launcher, [], bk.instance_id)
     st.instance_seen = (podview.uid(launcher), bk.instance_id)
     cx.memory.used(podview.uid(launcher), bk.instance_id, time.monotonic())
+    cx.memory.changed_instances(podview.uid(launcher))
     cx.log.info(
         LogMsg.CREATED_INSTANCE,
         requester=podview.name(requester),

@@ -46,6 +46,7 @@ from dpctl.workqueue.outcome import Done, Outcome, Retry
 
 DONE = Done()
 
+EMPTY_GPUS = "the assigned set of GPUs is empty (does the requester's container request nvidia.com/gpu?)"
 LAUNCHER_PATH_OFF = (
     "the launcher path is off: the controller cannot read InferenceServerConfigs and LauncherConfigs"
     " (install the chart's CRDs, grant it get/list/watch on them, and restart it)"
@@ -86,9 +87,7 @@ async def actuate(cx: Context, st: ServerState, requester: RawObj, node: str) ->
     if not isinstance(uuids, tuple):
         return uuids
     if not uuids:
-        return await user_error(
-            cx, st, requester, "BadInferenceServerConfig", "the assigned set of GPUs is empty"
-        )
+        return await user_error(cx, st, requester, "BadInferenceServerConfig", EMPTY_GPUS)
     wanted = await _wanted(cx, st, requester, isc, uuids, node)
     if not isinstance(wanted, Wanted):
         return wanted
@@ -101,6 +100,14 @@ async def actuate(cx: Context, st: ServerState, requester: RawObj, node: str) ->
     config_hash = launcher_config_hash(wanted.template.template_hash, node)
     if st.refused == (podview.resource_version(requester), config_hash):
         return DONE  # the API server refused this launcher; nothing has changed since
+    async with cx.node_lock(node):
+        return await _choose_and_bind(cx, st, requester, wanted, node, config_hash)
+
+
+async def _choose_and_bind(
+    cx: Context, st: ServerState, requester: RawObj, wanted: Wanted, node: str, config_hash: str
+) -> Outcome:
+    """R11–R14, under the Node's lock: the cache then shows the binds made before ours."""
     candidates = await _candidates(cx, cx.cache.launchers_with_config_hash(config_hash))
     choice = launcherchoice.choose_launcher(
         [c for c, _ in candidates], wanted.instance_id, wanted.server.port, wanted.max_instances
@@ -207,8 +214,13 @@ async def _candidates(
 
 async def _usable_instances(cx: Context, pod: RawObj, now: float) -> tuple[launcherchoice.Instance, ...]:
     host, uid = podview.pod_ip(pod), podview.uid(pod)
+    signature = podview.annotations(pod).get(api.INSTANCE_SIGNATURE_ANNOTATION, "")
+    states = cx.memory.listing(uid, signature)
+    if states is None:
+        states = tuple(await cx.ports.launchers.instances(host))
+        cx.memory.listed(uid, signature, states)
     kept: list[launcherchoice.Instance] = []
-    for state in await cx.ports.launchers.instances(host):
+    for state in states:
         port = launcherview.instance_port(state)
         if state.status == Status.STOPPED or port is None:
             await cx.ports.launchers.delete(host, state.instance_id)
@@ -294,5 +306,6 @@ async def _create(
     cx.ports.report.event(
         requester, "Normal", "CreatedLauncher", f"created launcher {podview.name(created)} bound to this Pod"
     )
-    await ensure_requester_state(cx, st, requester, created, [], wanted.instance_id)
+    if podview.status_errors(requester):  # gone now; the rest is written once the launcher runs
+        await ensure_requester_state(cx, st, requester, created, [], wanted.instance_id)
     return DONE  # it is Ready in a while; its events bring the bound branch on

@@ -1,7 +1,9 @@
 """The emulated vLLM server: its life (loading, awake, asleep) and its HTTP surface.
 
 What the controller calls on a runner (contract §3) behaves as in vLLM: ``/health`` fails while
-the model loads; ``/sleep``, ``/wake_up`` and ``/is_sleeping`` exist only with
+the model loads, and ``/is_sleeping`` is answered only once it has loaded (vLLM serves nothing
+before; the launcher path's controller, which has no Pod readiness of the instance to go by, relies
+on that); ``/sleep``, ``/wake_up`` and ``/is_sleeping`` exist only with
 ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1``; sleeping or waking twice is harmless.
 ``/v1/models`` and a deterministic ``/v1/completions`` let users and tests see it serve. Every
 change of GPU use (and of GPU memory: see the ledger) goes to the GPU ledger through the
@@ -124,6 +126,9 @@ class Emulator:
         self.seat = seat
         self.log = log or logging.getLogger("vllm.entrypoints.openai.api_server")
         self.phase = Phase.LOADING
+        # Set once loading is done: vLLM answers nothing before (its socket is bound but not
+        # served until the engine is up), which is what a launcher's controller waits on.
+        self.loaded = asyncio.Event()
         self.created = int(time.time())
         self._transition = asyncio.Lock()
 
@@ -146,6 +151,7 @@ class Emulator:
         started = time.monotonic()
         await asyncio.sleep(self.config.startup_delay_s)
         self.phase = Phase.AWAKE
+        self.loaded.set()
         self.log.info("Model loading took 0.0 GiB and %.6f seconds (emulated)", time.monotonic() - started)
         self.log.info("Application startup complete.")
 
@@ -253,7 +259,11 @@ async def _wake_up(request: web.Request) -> web.Response:
 
 
 async def _is_sleeping(request: web.Request) -> web.Response:
-    return web.json_response({"is_sleeping": request.app[_EMULATOR].phase is Phase.ASLEEP})
+    # Not answered while the model loads, as vLLM's is not: a launcher's instance is known awake
+    # (and its requester told ready) only once it serves, not when its process has started.
+    emulator = request.app[_EMULATOR]
+    await emulator.loaded.wait()
+    return web.json_response({"is_sleeping": emulator.phase is Phase.ASLEEP})
 
 
 async def _models(request: web.Request) -> web.Response:

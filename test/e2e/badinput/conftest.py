@@ -23,9 +23,11 @@ import pytest
 
 from dpctl import api
 from dpctl.dualpods import podview
+from dpctl.fma.v1alpha1 import API_VERSION, KINDS
 from dpsim.emulator.gputable import load_gpu_table
 from dpsim.emulator.ledger import Ledger
 from dpsim.simenv import ledger_path
+from e2e.deploy.chart import CHART
 from e2e.dualpods.conftest import DPCTL, ControllerProcess, _release_finalizers
 from e2e.recipe import Kubectl, ServerPatch, mkrs
 from helpers import wait_for
@@ -164,6 +166,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def controller_process(
+    cluster: Any, ns: str, tmp_path_factory: pytest.TempPathFactory, *extra: str
+) -> tuple[ControllerProcess, int]:
+    """``dpctl controller`` for ``ns`` as a plain process (not started) and its metrics port."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["DPCTL_LISTEN_HOST"] = "127.0.0.1"
+    args = [str(DPCTL), "controller", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)]
+    args += ["--sleeper-limit=2", f"--metrics-port={port}", "-v", "5", *extra]
+    log_path = tmp_path_factory.mktemp("badinput") / "controller.log"
+    return ControllerProcess(ns, log_path, args, env), port
+
+
 @pytest.fixture(scope="module")
 def setup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     if cluster.state_dir is None:
@@ -172,13 +187,7 @@ def setup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     kubectl = Kubectl(cluster.kubectl, str(cluster.kubeconfig), ns)
     nodes = [n["metadata"]["name"] for n in kubectl.get_json("nodes")["items"]]
     gpu_map = {n: {g.uuid: g.index for g in load_gpu_table(Path(cluster.state_dir), n).gpus} for n in nodes}
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env["DPCTL_LISTEN_HOST"] = "127.0.0.1"
-    args = [str(DPCTL), "controller", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)]
-    args += ["--sleeper-limit=2", f"--metrics-port={port}", "-v", "5"]
-    log_path = tmp_path_factory.mktemp("badinput") / "controller.log"
-    controller = ControllerProcess(ns, log_path, args, env)
+    controller, port = controller_process(cluster, ns, tmp_path_factory)
     s = Setup(
         kubectl, controller, port, gpu_map, ("", "", "", ""), Ledger(ledger_path(Path(cluster.state_dir)))
     )
@@ -200,6 +209,157 @@ def setup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             return None
 
         s.healthy = wait_for(pair, TIMEOUT, "the healthy pair bound and Ready")
+        yield s
+    finally:
+        controller.stop()
+        _release_finalizers(kubectl)
+        cluster.run_kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+# --- The launcher path's rows (launcher contract §9) ------------------------------------------
+#
+# Their own namespace and controller (started once the CRDs are Established: it looks for them
+# at start), LauncherConfigs whose image the local cluster runs as dpctl's launcher with vLLM
+# emulator instances, the launchers' ServiceAccount with the notifier's rights, and a healthy
+# launcher-path pair on HEALTHY_NODE that every row must leave alone.
+
+SCALE = float(os.environ.get("DPCTL_E2E_TIMEOUT_SCALE") or 1)
+LX_TIMEOUT = 120 * SCALE  # a pair forms, a status error shows, a Pod goes (2 cores, runs beside us)
+LAUNCHER_IMAGE = "ghcr.io/llm-d-incubation/llm-d-fast-model-actuation/launcher:v0.1.0"
+LC_NAME = "lc-bad"
+LC_NO_SERVER = "lc-bad-no-server"  # its podTemplate names its container "launcher"
+TEMPLATE_LABEL = "example.com/launcher-pool"  # on LC_NAME's launchers, so an ISC label may collide
+ISC_PORT = 8005
+GOOD_OPTIONS = "--model facebook/opt-125m --enable-sleep-mode"
+HEALTHY_ISC = "isc-healthy"
+# Short, so the never-answering instance row takes seconds (the default is 15 minutes).
+INSTANCE_START_TIMEOUT_S = 10
+
+
+def launcher_config(name: str, container: str = api.INFERENCE_SERVER_CONTAINER) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "LauncherConfig",
+        "metadata": {"name": name},
+        "spec": {
+            "maxInstances": 2,
+            "podTemplate": {
+                "metadata": {"labels": {TEMPLATE_LABEL: "bad-input"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": container,
+                            "image": LAUNCHER_IMAGE,
+                            "command": ["uvicorn", "launcher:app", "--host", "0.0.0.0", "--port", "8001"],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def inference_server_config(
+    name: str,
+    lc: str = LC_NAME,
+    *,
+    options: str = GOOD_OPTIONS,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    server: dict[str, Any] = {"port": ISC_PORT, "options": options}
+    for key, value in (("labels", labels), ("annotations", annotations), ("env_vars", env_vars)):
+        if value:
+            server[key] = dict(value)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceServerConfig",
+        "metadata": {"name": name},
+        "spec": {"launcherConfigName": lc, "modelServerConfig": server},
+    }
+
+
+def launcher_requester(
+    name: str,
+    row: str,
+    isc: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    node: str = ROW_NODE,
+    server_patch: str | None = None,
+    gpus: int = 1,
+) -> dict[str, Any]:
+    """A bare launcher-path requester (ISC annotation, no server-patch unless given) on ``node``."""
+    template = mkrs(
+        name, None, gpus=gpus, admin_port=None, requester_env=env, node_selector={api.HOSTNAME_LABEL: node}
+    )["spec"]["template"]
+    annotations = {api.INFERENCE_SERVER_CONFIG_ANNOTATION: isc, api.HEAD.admin_port: "8081"}
+    if server_patch is not None:
+        annotations[api.HEAD.server_patch] = server_patch
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {**template["metadata"]["labels"], "instance": row, "row": row},
+            "annotations": annotations,
+        },
+        "spec": template["spec"],
+    }
+
+
+def launcher_status_errors(pod: Mapping[str, Any]) -> list[str]:
+    """The errors of ``dual-pods.llm-d.ai/status`` (the launcher path's, and the HEAD dialect's)."""
+    raw = (pod["metadata"].get("annotations") or {}).get(api.HEAD.status)
+    return list(json.loads(raw).get("Errors") or []) if raw else []
+
+
+def bound_launcher(pods: list[dict[str, Any]], requester_uid: str) -> dict[str, Any] | None:
+    for p in pods:
+        bound = podview.bound_requester(p) if podview.is_launcher(p) else None
+        if bound and bound[0] == requester_uid:
+            return p
+    return None
+
+
+def served_pair(kubectl: Kubectl, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The requester ``name`` (not deleting) and its bound launcher, both Ready; else None."""
+    pods = kubectl.pods()
+    req = next((p for p in pods if podview.name(p) == name and not podview.is_deleting(p)), None)
+    if req is None or not podview.pod_ready(req):
+        return None
+    launcher = bound_launcher(pods, podview.uid(req))
+    return (req, launcher) if launcher is not None and podview.pod_ready(launcher) else None
+
+
+@pytest.fixture(scope="module")
+def lsetup(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if cluster.state_dir is None:
+        pytest.skip("the launcher path's bad-input rows need the local cluster (simulated launcher image)")
+    cluster.run_kubectl("apply", "--server-side", "-f", str(CHART / "crds"))  # as the chart installs them
+    for kind in KINDS:
+        cluster.run_kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}", "--timeout=60s")
+    ns = cluster.create_namespace("e2e-lbad")
+    kubectl = Kubectl(cluster.kubectl, str(cluster.kubeconfig), ns)
+    # The notifier's rights (launcher contract §3.3): get and patch its own Pod.
+    kubectl.run("create", "role", "notifier", "--verb=get,patch", "--resource=pods")
+    kubectl.run("create", "rolebinding", "notifier", "--role=notifier", f"--serviceaccount={ns}:default")
+    kubectl.apply(launcher_config(LC_NAME))
+    kubectl.apply(launcher_config(LC_NO_SERVER, container="launcher"))
+    kubectl.apply(inference_server_config(HEALTHY_ISC))
+    controller, port = controller_process(
+        cluster, ns, tmp_path_factory, f"--instance-start-timeout={INSTANCE_START_TIMEOUT_S}"
+    )
+    s = Setup(kubectl, controller, port, {}, ("", "", "", ""), Ledger(ledger_path(Path(cluster.state_dir))))
+    controller.start()
+    try:
+        wait_for(s.calls, 60, "the controller's /metrics")
+        create_pod(kubectl, launcher_requester("healthy", "healthy", HEALTHY_ISC, node=HEALTHY_NODE))
+        req, launcher = wait_for(
+            lambda: served_pair(kubectl, "healthy"), LX_TIMEOUT, "the healthy launcher-path pair served"
+        )
+        s.healthy = (podview.name(req), podview.uid(req), podview.name(launcher), podview.uid(launcher))
         yield s
     finally:
         controller.stop()

@@ -384,3 +384,45 @@ async def test_a_direct_requester_waits_for_a_launcher_serving_another_on_its_gp
     r, rec = make(w)
     assert "still held" in str(await r.reconcile(ServerKey("uid-a")))
     assert not [a for a in rec.actions if a[0] == "create"]
+
+
+async def test_a_candidate_is_listed_again_only_when_its_signature_or_our_own_change_says_so() -> None:
+    idle = launcher()
+    idle["metadata"]["annotations"][api.INSTANCE_SIGNATURE_ANNOTATION] = "sig-1"
+    w = World([isc_requester(), idle], [node()], iscs=[isc()], lcs=[lc()])
+    r, rec = make(w)
+    rec.instances_of(L_IP)["Ioldi"] = state("Ioldi", port=8006, isc_name="isc-b")
+    r.memory.listed("uid-l1", "sig-1", list(rec.instances_of(L_IP).values()))
+    await r.reconcile(ServerKey("uid-a"))
+    lists = [a for a in rec.launcher_actions if a[0] == "list"]
+    assert len(lists) == 1  # the bound branch's own fresh listing; the choice used the cached one
+    assert r.memory.listing("uid-l1", "sig-1") is None  # our create made it stale
+    r.memory.listed("uid-l1", "sig-1", [])
+    assert r.memory.listing("uid-l1", "sig-2") is None  # the notifier published a change
+
+
+async def test_a_refused_instance_is_one_status_error_until_a_create_succeeds() -> None:
+    from dpctl.clients.http import HttpCallError
+
+    w = world(launcher())
+    r, rec = make(w)
+    rec.fail["create_instance"] = HttpCallError(
+        "create_instance", "http://x", 400, "GPU UUID 'GPU-dead' not found"
+    )
+    for _ in range(3):
+        assert "cannot create vLLM instance" in str(await r.reconcile(ServerKey("uid-a")))
+    errors_written = [p for p in patched(rec, "req-a") if "cannot create" in json.dumps(p)]
+    cleared = [p for p in patched(rec, "req-a")[1:] if '{\\"Errors\\":null}' in json.dumps(p)]
+    assert len(errors_written) == 1 and cleared == []  # no flip between the error and none
+    del rec.fail["create_instance"]
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert status_errors(w) == []
+
+
+async def test_an_empty_gpu_list_is_a_status_error_that_waits_for_a_change() -> None:
+    w = world(launcher())
+    r, rec = make(w)
+    rec.gpus[REQ_IP] = []
+    assert await r.reconcile(ServerKey("uid-a")) == Done()
+    assert status_errors(w)[0].startswith("the assigned set of GPUs is empty")
+    assert rec.launcher_actions == []
