@@ -101,13 +101,17 @@ async def actuate(cx: Context, st: ServerState, requester: RawObj, node: str) ->
     if st.refused == (podview.resource_version(requester), config_hash):
         return DONE  # the API server refused this launcher; nothing has changed since
     async with cx.node_lock(node):
-        return await _choose_and_bind(cx, st, requester, wanted, node, config_hash)
+        chosen = await _choose_and_bind(cx, st, requester, wanted, node, config_hash)
+    if isinstance(chosen, dict):  # bound: serve it at once (its own event would do it too)
+        return await instances.serve_bound(cx, st, requester, chosen)
+    return chosen
 
 
 async def _choose_and_bind(
     cx: Context, st: ServerState, requester: RawObj, wanted: Wanted, node: str, config_hash: str
-) -> Outcome:
-    """R11–R14, under the Node's lock: the cache then shows the binds made before ours."""
+) -> dict[str, Any] | Outcome:
+    """R11–R14, under the Node's lock (the cache then shows the binds made before ours): the
+    launcher bound, or the outcome when none was."""
     candidates = await _candidates(cx, cx.cache.launchers_with_config_hash(config_hash))
     choice = launcherchoice.choose_launcher(
         [c for c, _ in candidates], wanted.instance_id, wanted.server.port, wanted.max_instances
@@ -239,8 +243,8 @@ async def _bind(
     wanted: Wanted,
     path: Path,
     deleted: int,
-) -> Outcome:
-    """R13: one write binds the launcher; the requester shows it; then serve at once."""
+) -> dict[str, Any] | Outcome:
+    """R13: one write binds the launcher (the requester's state follows as it is served)."""
     name = podview.name(launcher)
     try:
         bound = await cx.ports.pods.patch_pod(
@@ -263,7 +267,7 @@ async def _bind(
     cx.ports.report.event(
         requester, "Normal", "LauncherBound", f"bound launcher {name} for instance {wanted.instance_id}"
     )
-    return await instances.serve_bound(cx, st, requester, bound)  # it writes the requester's state
+    return bound
 
 
 async def _create(
