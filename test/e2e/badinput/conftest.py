@@ -53,6 +53,13 @@ def requester_pod(
     template = mkrs(
         name, patch, admin_port=admin_port, requester_env=env, node_selector={api.HOSTNAME_LABEL: node}
     )["spec"]["template"]
+    return _bare_pod(name, row, template, template["metadata"]["annotations"])
+
+
+def _bare_pod(
+    name: str, row: str, template: Mapping[str, Any], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ReplicaSet template as one Pod of ``row``."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -60,7 +67,7 @@ def requester_pod(
             "name": name,
             # One instance label per row, so two requesters of a row can share a sleeper.
             "labels": {**template["metadata"]["labels"], "instance": row, "row": row},
-            "annotations": template["metadata"]["annotations"],
+            "annotations": dict(annotations),
         },
         "spec": template["spec"],
     }
@@ -297,16 +304,7 @@ def launcher_requester(
     annotations = {api.INFERENCE_SERVER_CONFIG_ANNOTATION: isc, api.HEAD.admin_port: "8081"}
     if server_patch is not None:
         annotations[api.HEAD.server_patch] = server_patch
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {**template["metadata"]["labels"], "instance": row, "row": row},
-            "annotations": annotations,
-        },
-        "spec": template["spec"],
-    }
+    return _bare_pod(name, row, template, annotations)
 
 
 def launcher_status_errors(pod: Mapping[str, Any]) -> list[str]:

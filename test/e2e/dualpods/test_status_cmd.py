@@ -80,6 +80,13 @@ def _dpctl(*args: str, path_first: Path | None = None) -> subprocess.CompletedPr
     return subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+def _status_json(kubectl: Kubectl, cluster: Any) -> subprocess.CompletedProcess[str]:
+    """``dpctl status -o json`` of the test's namespace."""
+    return _dpctl(
+        str(DPCTL), "status", "-n", kubectl.namespace, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"
+    )
+
+
 def test_status_shows_a_bound_pair_and_a_sleeper(
     cluster: Any,
     kubectl: Kubectl,
@@ -101,16 +108,7 @@ def test_status_shows_a_bound_pair_and_a_sleeper(
         req_name, runner_name = req["metadata"]["name"], runner["metadata"]["name"]
         assert runner_name != sleeper_name
 
-        done = _dpctl(
-            str(DPCTL),
-            "status",
-            "-n",
-            kubectl.namespace,
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "-o",
-            "json",
-        )
+        done = _status_json(kubectl, cluster)
         assert done.returncode == 0, done.stderr
         report = FleetReport.model_validate_json(done.stdout)
         assert report.namespace == kubectl.namespace and report.gpu_map_found and report.nodes_readable
@@ -194,16 +192,7 @@ def test_status_shows_a_launcher_its_requester_and_its_instances(
             "the example requester Ready",
         )
         req_name = req["metadata"]["name"]
-        done = _dpctl(
-            str(DPCTL),
-            "status",
-            "-n",
-            kubectl.namespace,
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "-o",
-            "json",
-        )
+        done = _status_json(kubectl, cluster)
         assert done.returncode == 0, done.stderr
         report = FleetReport.model_validate_json(done.stdout)
         assert report.errors == ()
