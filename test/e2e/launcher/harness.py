@@ -56,20 +56,6 @@ def within(seconds: float) -> float:
     return seconds * SCALE
 
 
-class Log:
-    """Log lines of the launcher path (contract §10)."""
-
-    CREATED_LAUNCHER: Final = "Created launcher-based server-providing pod"
-    BOUND: Final = "Bound server-providing Pod"
-    CREATED_INSTANCE: Final = "Created vLLM instance"
-    WOKE: Final = "Woke inference server"
-    SLEPT: Final = "Put inference server to sleep"
-    UNBOUND: Final = "Unbound server-providing Pod"
-    RECLAIMED: Final = "Ensured vLLM instance absent to reclaim launcher capacity"
-    DELETED_OBSOLETE: Final = "Deleted obsolete sleeping instance"
-    INSTANCE_STOPPED: Final = "Requested deletion of server-requesting Pod because bound instance stopped"
-
-
 @dataclass
 class Served:
     """One requester served: who, by which launcher and instance, and when each step was seen."""

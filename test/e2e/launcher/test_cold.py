@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 
 from dpctl import api
+from dpctl.api import LogMsg
 from dpctl.fma.v1alpha1 import API_VERSION
 from dpctl.podbuild.launcher import launcher_for_node, launcher_template
 from helpers import wait_for
 
-from .harness import PROVIDER_FINALIZER, Log, Lx, T
+from .harness import PROVIDER_FINALIZER, Lx, T
 from .monitor import annots, bound_to, labels, meta
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +26,7 @@ def test_a9_without_a_launcher_one_is_created_already_bound_on_the_cold_path(lx:
     assert lx.launchers() == []
     cold_before = lx.actuations(path="cold", isc_name="isc-a9")
     creates_before = lx.metric("fma_launcher_create_seconds_count", lcfg_name="lc-a9", success="true")
-    logged_before = lx.log_count(Log.CREATED_LAUNCHER)
+    logged_before = lx.log_count(LogMsg.CREATED_LAUNCHER)
 
     lx.requester_set("rs-a9", "isc-a9")
     s = lx.serve("rs-a9", "isc-a9")
@@ -60,4 +61,4 @@ def test_a9_without_a_launcher_one_is_created_already_bound_on_the_cold_path(lx:
         lx.metric("fma_launcher_create_seconds_count", lcfg_name="lc-a9", success="true")
         == creates_before + 1
     )
-    assert lx.log_count(Log.CREATED_LAUNCHER) == logged_before + 1
+    assert lx.log_count(LogMsg.CREATED_LAUNCHER) == logged_before + 1

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from dpctl.api import LogMsg
 from helpers import wait_for
 
-from .harness import Log, Lx, Served, T
+from .harness import Lx, Served, T
 from .monitor import deleting
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def test_a10_an_instance_deleted_or_killed_while_bound_deletes_the_requester_and
     lx.launcher_config("lc-a10")
     lx.isc("isc-a10", "lc-a10", 8005)
     lx.launcher("lc-a10")
-    stopped_before = lx.log_count(Log.INSTANCE_STOPPED)
+    stopped_before = lx.log_count(LogMsg.INSTANCE_STOPPED)
     lx.requester_set("rs-a10", "isc-a10")
     first = lx.serve("rs-a10", "isc-a10")
 
@@ -56,7 +57,7 @@ def test_a10_an_instance_deleted_or_killed_while_bound_deletes_the_requester_and
     requester_deleted_after(lx, second, t1, "killed")
     third = lx.serve("rs-a10", "isc-a10", exclude=(first.requester, second.requester))
     assert lx.is_sleeping(third.launcher, third.port) is False
-    assert lx.log_count(Log.INSTANCE_STOPPED) == stopped_before + 2
+    assert lx.log_count(LogMsg.INSTANCE_STOPPED) == stopped_before + 2
     lx.wait_event(first.requester, "Warning", "InstanceStopped")
     lx.wait_event(second.requester, "Warning", "InstanceStopped")
 

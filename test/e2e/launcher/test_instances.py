@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from dpctl.api import LogMsg
 from helpers import wait_for
 
 from . import objects
-from .harness import Log, Lx, Served, T
+from .harness import Lx, Served, T
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_a7_the_same_port_as_the_sleeper_in_the_only_launcher_replaces_the_sleep
     lx.isc("isc-a7-c", "lc-a7", 8005, objects.MODELS[2])
     launcher = lx.launcher("lc-a7")
     a = serve_then_sleep(lx, "rs-a7-a", "isc-a7-a")
-    reclaimed_before = lx.log_count(Log.RECLAIMED)
+    reclaimed_before = lx.log_count(LogMsg.RECLAIMED_INSTANCE)
 
     lx.requester_set("rs-a7-c", "isc-a7-c")
     c = lx.serve("rs-a7-c", "isc-a7-c")
@@ -62,7 +63,7 @@ def test_a7_the_same_port_as_the_sleeper_in_the_only_launcher_replaces_the_sleep
     assert set(lx.instances(launcher)) == {c.instance}, (
         f"A7: the sleeper {a.instance} on port {a.port} was not replaced"
     )
-    assert lx.log_count(Log.RECLAIMED) == reclaimed_before + 1
+    assert lx.log_count(LogMsg.RECLAIMED_INSTANCE) == reclaimed_before + 1
     # Never two instances on one port in one launcher: the monitor's I5, on every listing.
 
 
@@ -75,7 +76,7 @@ def test_a8_a_full_launcher_deletes_exactly_one_lru_instance_before_the_next(lx:
     a = serve_then_sleep(lx, "rs-a8-a", "isc-a8-a")
     b = serve_then_sleep(lx, "rs-a8-b", "isc-a8-b")
     assert set(lx.instances(launcher)) == {a.instance, b.instance}
-    reclaimed_before = lx.log_count(Log.RECLAIMED)
+    reclaimed_before = lx.log_count(LogMsg.RECLAIMED_INSTANCE)
 
     lx.requester_set("rs-a8-c", "isc-a8-c")
     c = lx.serve("rs-a8-c", "isc-a8-c")
@@ -85,7 +86,7 @@ def test_a8_a_full_launcher_deletes_exactly_one_lru_instance_before_the_next(lx:
         f"A8: expected the least recently used {a.instance} (isc-a8-a) deleted and {b.instance} kept"
     )
     assert lx.is_sleeping(launcher, b.port) is True
-    assert lx.log_count(Log.RECLAIMED) == reclaimed_before + 1, "A8: not exactly one reclaim"
+    assert lx.log_count(LogMsg.RECLAIMED_INSTANCE) == reclaimed_before + 1, "A8: not exactly one reclaim"
     # Deleted before the PUT: no listing ever showed c's instance beside a's (and none more
     # than maxInstances: the monitor's I5).
     both = [

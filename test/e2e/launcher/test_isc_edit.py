@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from dpctl.api import LogMsg
 from helpers import wait_for
 
-from .harness import FAST, Log, Lx, T, routed, unbound
+from .harness import FAST, Lx, T, routed, unbound
 from .monitor import is_ready
 
 pytestmark = pytest.mark.e2e
@@ -30,8 +31,8 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
     lx.scale("rs-a13-a", 0)
     wait_for(lx.unbound_asleep(a.launcher, a.instance, a.port), T, "a's instance asleep, unbound")
     committed = lx.iscs["isc-a13"]
-    slept = lx.log_count(Log.SLEPT)
-    obsolete = lx.log_count(Log.DELETED_OBSOLETE)
+    slept = lx.log_count(LogMsg.SLEPT)
+    obsolete = lx.log_count(LogMsg.DELETED_OBSOLETE)
 
     t0 = time.time()
     lx.edit_isc_options("isc-a13", "--max-model-len 2048")
@@ -42,7 +43,7 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
         max_interval=FAST,
     )
     lx.within("A13 sleeping instance deleted after the ISC edit", t0, t_gone, 10)
-    assert lx.log_count(Log.DELETED_OBSOLETE) == obsolete + 1
+    assert lx.log_count(LogMsg.DELETED_OBSOLETE) == obsolete + 1
     # The bound one serves on, with the labels it was committed to.
     assert b.instance in lx.instances(b.launcher)
     assert lx.is_sleeping(b.launcher, b.port) is False
@@ -52,5 +53,7 @@ def test_a13_an_edited_isc_deletes_its_sleeping_instance_and_the_bound_one_on_un
     lx.scale("rs-a13-b", 0)
     wait_for(lambda: (p := lx.mon.pod(b.launcher)) is not None and unbound(p), T, "b's launcher unbound")
     assert b.instance not in lx.instances(b.launcher), "A13: the obsolete bound instance survived its unbind"
-    assert lx.log_count(Log.SLEPT) == slept, "A13: an obsolete instance was put to sleep instead of deleted"
+    assert lx.log_count(LogMsg.SLEPT) == slept, (
+        "A13: an obsolete instance was put to sleep instead of deleted"
+    )
     lx.wait_event(b.requester, "Normal", "InstanceDeleted")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from dpctl import api
+from dpctl.api import LogMsg
 from e2e.deploy.chart import RELEASE
 from helpers import wait_for
 
 from . import objects
-from .harness import Log, Lx, Served, T, routed, unbound
+from .harness import Lx, Served, T, routed, unbound
 from .monitor import bound_to, deleting, is_ready, labels, name
 
 pytestmark = pytest.mark.e2e
@@ -76,12 +77,12 @@ def test_a12_a_controller_restart_loses_nothing(lx: Lx) -> None:
     assert unbound(lx.mon.pod(launcher) or {}), "A12: the launcher changed while the controller restarted"
     assert list(lx.instances(launcher)) == [s.instance] and lx.is_sleeping(launcher, s.port) is True
     assert lx.actuations() == 0
-    created_logged = lx.log_count(Log.CREATED_INSTANCE)
+    created_logged = lx.log_count(LogMsg.CREATED_INSTANCE)
     lx.scale("rs-a12", 1)
     again = lx.serve("rs-a12", "isc-a12", exclude=(s.requester,))
     assert (again.launcher, again.instance) == (launcher, s.instance), "A12: A5 did not reuse the sleeper"
     assert (lx.listing(launcher) or {}).get("revision") == revision, "A12/A5: a new PUT after the restart"
-    assert lx.log_count(Log.CREATED_INSTANCE) == created_logged
+    assert lx.log_count(LogMsg.CREATED_INSTANCE) == created_logged
     lx.within("A12/A5 requester Ready after its stub answered", again.t_stub, again.t_ready, 5)
     wait_for(
         lambda: lx.actuations(path="hot", isc_name="isc-a12") == 1, T, 'fma_actuation_seconds{path="hot"} 1'

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from dpctl import api
+from dpctl.api import LogMsg
 from helpers import wait_for
 
 from . import objects
-from .harness import Log, Lx, T, unbound
+from .harness import Lx, T, unbound
 from .monitor import labels
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ def test_a1_a2_a3_ready_launcher_is_bound_its_instance_created_woken_and_relayed
         if objects.ISC_LABEL in labels(u.pod) and labels(u.pod).get(api.SLEEPING_LABEL) != "false"
     ]
     assert early == [], f"A3: the launcher carried the ISC labels before it was awake, at {early}"
-    assert lx.log_count(Log.BOUND) >= 1 and lx.log_count(Log.CREATED_INSTANCE) >= 1
+    assert lx.log_count(LogMsg.BOUND_LAUNCHER) >= 1 and lx.log_count(LogMsg.CREATED_INSTANCE) >= 1
     lx.wait_event(s.requester, "Normal", "LauncherBound")
     lx.wait_event(s.requester, "Normal", "InstanceCreated")
     wait_for(lambda: lx.duality(s) == 1, T, "fma_duality 1 for the bound pair")
@@ -73,8 +74,8 @@ def test_a4_a5_scale_to_zero_keeps_the_instance_asleep_and_scale_back_wakes_it_h
     wait_for(lambda: lx.duality(first) == 0, T, "fma_duality 0 once the pair is unbound")
     revision = lx.listing(launcher)
     assert revision is not None
-    woke_before = lx.log_count(Log.WOKE)
-    created_before = lx.log_count(Log.CREATED_INSTANCE)
+    woke_before = lx.log_count(LogMsg.WOKE)
+    created_before = lx.log_count(LogMsg.CREATED_INSTANCE)
     wakes_before = lx.instance_log(launcher, first.instance).count("seconds to wake up")
     hot_before = lx.actuations(path="hot", isc_name="isc-a4")
 
@@ -89,10 +90,10 @@ def test_a4_a5_scale_to_zero_keeps_the_instance_asleep_and_scale_back_wakes_it_h
         f"A5: the launcher's instances changed (revision {revision['revision']} -> {after and after['revision']}):"
         " a new PUT or a delete"
     )
-    assert lx.log_count(Log.CREATED_INSTANCE) == created_before, "A5: a second 'Created vLLM instance'"
+    assert lx.log_count(LogMsg.CREATED_INSTANCE) == created_before, "A5: a second 'Created vLLM instance'"
     wakes = lx.instance_log(launcher, first.instance).count("seconds to wake up") - wakes_before
     assert wakes == 1, f"A5: the instance woke {wakes} times, not once"
-    assert lx.log_count(Log.WOKE) == woke_before + 1, "A5: not exactly one 'Woke inference server'"
+    assert lx.log_count(LogMsg.WOKE) == woke_before + 1, "A5: not exactly one 'Woke inference server'"
     wait_for(
         lambda: lx.actuations(path="hot", isc_name="isc-a4") == hot_before + 1,
         T,
