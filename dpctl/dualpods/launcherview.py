@@ -70,14 +70,18 @@ def bookkeeping(launcher: Mapping[str, Any]) -> Bookkeeping:
     return Bookkeeping(found[api.INSTANCE_ID_ANNOTATION], port, config, routing)
 
 
-def server_config(isc: RawObj) -> ModelServerConfig | str:
-    """The ISC's ``modelServerConfig``, or why it cannot be used (for the requester's status)."""
-    name = podview.name(isc)
+def isc_spec(isc: RawObj) -> InferenceServerConfigSpec | str:
+    """The ISC's spec, or why it cannot be used (for the requester's status)."""
     try:
-        spec = InferenceServerConfigSpec.model_validate(isc.get("spec") or {})
+        return InferenceServerConfigSpec.model_validate(isc.get("spec") or {})
     except pydantic.ValidationError as err:
-        return f"InferenceServerConfig {json.dumps(name)} is malformed: {malformed(err)}"
-    return spec.model_server_config
+        return f"InferenceServerConfig {json.dumps(podview.name(isc))} is malformed: {malformed(err)}"
+
+
+def server_config(isc: RawObj) -> ModelServerConfig | None:
+    """The ISC's ``modelServerConfig``; None when the spec is malformed."""
+    spec = isc_spec(isc)
+    return None if isinstance(spec, str) else spec.model_server_config
 
 
 def instance_port(state: InstanceState) -> int | None:

@@ -363,8 +363,7 @@ def _isc_of(bk: Bookkeeping) -> str:
 
 
 def _server_of(isc: RawObj | None) -> ModelServerConfig | None:
-    found = launcherview.server_config(isc) if isc is not None else None
-    return found if isinstance(found, ModelServerConfig) else None
+    return launcherview.server_config(isc) if isc is not None else None
 
 
 async def tend_unbound(cx: Context, launcher: RawObj) -> Outcome:

@@ -29,7 +29,7 @@ from dpctl.dualpods.steps import instances, pool
 from dpctl.dualpods.steps.actuation import requester_gpus
 from dpctl.dualpods.steps.context import Context
 from dpctl.dualpods.steps.finalizers import ensure_requester_state, user_error, user_errors, wait
-from dpctl.fma.v1alpha1 import InferenceServerConfigSpec, LauncherConfigSpec, ModelServerConfig
+from dpctl.fma.v1alpha1 import LauncherConfigSpec, ModelServerConfig
 from dpctl.kube import ApiError
 from dpctl.launcher.api import Status
 from dpctl.podbuild.launcher import (
@@ -143,10 +143,10 @@ async def _wanted(
     if isc_obj is None:
         message = f"failed to get InferenceServerConfig {json.dumps(isc)}: not found"
         return await user_error(cx, st, requester, "BadInferenceServerConfig", message)
-    server = launcherview.server_config(isc_obj)
-    if isinstance(server, str):
-        return await user_error(cx, st, requester, "BadInferenceServerConfig", server)
-    spec = InferenceServerConfigSpec.model_validate(isc_obj.get("spec") or {})
+    spec = launcherview.isc_spec(isc_obj)
+    if isinstance(spec, str):
+        return await user_error(cx, st, requester, "BadInferenceServerConfig", spec)
+    server = spec.model_server_config
     routing = RoutingMetadata(dict(server.labels or {}), dict(server.annotations or {}))
     problems = [p for p in [options_problem(server.options)] if p is not None]
     lc_name = spec.launcher_config_name
